@@ -1,0 +1,64 @@
+/**
+ * Softmax cross-entropy with a per-token mask: mean over counted tokens of −log softmax(logits)[target].
+ * Masked tokens (mask 0) contribute nothing; an all-zero mask gives loss 0 and zero gradients.
+ */
+import { grid } from "../../kernels/kernel.ts";
+import { xentBackwardKernel, xentFinishKernel, xentRowsKernel } from "../../kernels/softmax_xent.ts";
+import { record } from "../autograd.ts";
+import { empty, type Tensor } from "../tensor.ts";
+import { expectF32, expectSameGpu, fmt } from "./checks.ts";
+
+/**
+ * Cross-entropy of `logits` [..., V] against `targets` (u32, one per row) weighted by `mask` (f32,
+ * one per row; 1 counts, 0 ignores). Returns the mask-weighted mean as a one-element tensor.
+ */
+export function crossEntropy(logits: Tensor, targets: Tensor, mask: Tensor): Tensor {
+  expectF32("crossEntropy", logits);
+  expectF32("crossEntropy", mask);
+  expectSameGpu("crossEntropy", logits, targets, mask);
+  if (targets.dtype !== "u32") throw new Error(`crossEntropy: targets ${targets} must be u32 token ids`);
+  const v = logits.shape[logits.shape.length - 1];
+  const rows = logits.size / v;
+  if (targets.size !== rows || mask.size !== rows) {
+    throw new Error(
+      `crossEntropy: logits ${fmt(logits.shape)} have ${rows} rows but targets ${
+        fmt(targets.shape)
+      } and mask ${fmt(mask.shape)} must have one entry per row`,
+    );
+  }
+  const gpu = logits.gpu;
+  const lse = empty(gpu, [rows], { name: "xent_lse" });
+  const rowLoss = empty(gpu, [rows], { name: "xent_rowloss" });
+  const loss = empty(gpu, [1], { name: "xent_loss" });
+  const scale = empty(gpu, [1], { name: "xent_scale" });
+  gpu.dispatch(xentRowsKernel(rows, v), [
+    logits.binding("crossEntropy"),
+    targets.binding("crossEntropy"),
+    mask.binding("crossEntropy"),
+    lse.binding("crossEntropy"),
+    rowLoss.binding("crossEntropy"),
+  ], grid(Math.ceil(rows / 64)));
+  gpu.dispatch(xentFinishKernel(rows), [
+    rowLoss.binding("crossEntropy"),
+    mask.binding("crossEntropy"),
+    loss.binding("crossEntropy"),
+    scale.binding("crossEntropy"),
+  ], [1]);
+  rowLoss.dispose();
+  const out = record("crossEntropy", loss, [logits], [logits, targets, mask, lse, scale], (g) => {
+    const dx = empty(gpu, logits.shape, { name: "dlogits" });
+    gpu.dispatch(xentBackwardKernel(rows, v), [
+      logits.binding("crossEntropy"),
+      targets.binding("crossEntropy"),
+      mask.binding("crossEntropy"),
+      lse.binding("crossEntropy"),
+      scale.binding("crossEntropy"),
+      g.binding("crossEntropy"),
+      dx.binding("crossEntropy"),
+    ], grid(Math.ceil(logits.size / 64)));
+    return [dx];
+  });
+  lse.dispose();
+  scale.dispose();
+  return out;
+}

@@ -1,0 +1,96 @@
+/** LayerNorm over the last dimension: forward and backward (dx, dγ, dβ). */
+import { grid } from "../../kernels/kernel.ts";
+import {
+  layerNormBackwardKernel,
+  layerNormForwardKernel,
+  layerNormParamPartialsKernel,
+} from "../../kernels/layernorm.ts";
+import { COLUMN_CHUNK, columnFinishKernel } from "../../kernels/reduce.ts";
+import { needsGrad, record } from "../autograd.ts";
+import { empty, type Tensor, withCategory } from "../tensor.ts";
+import { expectF32, expectSameGpu, fmt } from "./checks.ts";
+
+/** (x − μ)/√(σ² + eps) · gamma + beta over x's last dimension; gamma and beta have that size. */
+export function layerNorm(x: Tensor, gamma: Tensor, beta: Tensor, eps = 1e-5): Tensor {
+  for (const t of [x, gamma, beta]) expectF32("layerNorm", t);
+  expectSameGpu("layerNorm", x, gamma, beta);
+  const c = x.shape[x.shape.length - 1];
+  if (gamma.size !== c || beta.size !== c) {
+    throw new Error(
+      `layerNorm: gamma ${fmt(gamma.shape)} and beta ${
+        fmt(beta.shape)
+      } must have ${c} elements, the last dimension of x ${fmt(x.shape)}`,
+    );
+  }
+  const rows = x.size / c;
+  const gpu = x.gpu;
+  const y = empty(gpu, x.shape, { name: "layernorm" });
+  const mean = empty(gpu, [rows], { name: "ln_mean" });
+  const rstd = empty(gpu, [rows], { name: "ln_rstd" });
+  const rowGrid = grid(Math.ceil(rows / 64));
+  gpu.dispatch(layerNormForwardKernel(rows, c, eps), [
+    x.binding("layerNorm"),
+    gamma.binding("layerNorm"),
+    beta.binding("layerNorm"),
+    y.binding("layerNorm"),
+    mean.binding("layerNorm"),
+    rstd.binding("layerNorm"),
+  ], rowGrid);
+  const needX = needsGrad(x) || needsGrad(gamma);
+  const out = record("layerNorm", y, [x, gamma, beta], [
+    (needX || needsGrad(beta)) && x,
+    needsGrad(x) && gamma,
+    mean,
+    rstd,
+  ], (g) => {
+    let dx: Tensor | null = null;
+    if (needsGrad(x)) {
+      dx = empty(gpu, x.shape, { name: "dlayernorm" });
+      gpu.dispatch(layerNormBackwardKernel(rows, c), [
+        x.binding("layerNorm"),
+        gamma.binding("layerNorm"),
+        mean.binding("layerNorm"),
+        rstd.binding("layerNorm"),
+        g.binding("layerNorm"),
+        dx.binding("layerNorm"),
+      ], rowGrid);
+    }
+    let dgamma: Tensor | null = null;
+    let dbeta: Tensor | null = null;
+    if (needsGrad(gamma) || needsGrad(beta)) {
+      const chunks = Math.ceil(rows / COLUMN_CHUNK);
+      const [pg, pb] = withCategory("workspace", () => [
+        empty(gpu, [chunks, c], { name: "ln_dgamma_partials" }),
+        empty(gpu, [chunks, c], { name: "ln_dbeta_partials" }),
+      ]);
+      gpu.dispatch(layerNormParamPartialsKernel(rows, c), [
+        x.binding("layerNorm"),
+        mean.binding("layerNorm"),
+        rstd.binding("layerNorm"),
+        g.binding("layerNorm"),
+        pg.binding("layerNorm"),
+        pb.binding("layerNorm"),
+      ], grid(Math.ceil(chunks * c / 64)));
+      dgamma = empty(gpu, gamma.shape, { name: "dgamma" });
+      dbeta = empty(gpu, beta.shape, { name: "dbeta" });
+      const finish = columnFinishKernel(chunks, c);
+      gpu.dispatch(finish, [pg.binding("layerNorm"), dgamma.binding("layerNorm")], grid(Math.ceil(c / 64)));
+      gpu.dispatch(finish, [pb.binding("layerNorm"), dbeta.binding("layerNorm")], grid(Math.ceil(c / 64)));
+      pg.dispose();
+      pb.dispose();
+      if (!needsGrad(gamma)) {
+        dgamma.dispose();
+        dgamma = null;
+      }
+      if (!needsGrad(beta)) {
+        dbeta.dispose();
+        dbeta = null;
+      }
+    }
+    return [dx, dgamma, dbeta];
+  });
+  // mean and rstd live on only through the tape (or not at all without grad).
+  mean.dispose();
+  rstd.dispose();
+  return out;
+}

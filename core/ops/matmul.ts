@@ -1,0 +1,140 @@
+/**
+ * Matmul with transposed variants and a batch dimension: forward and backward side by side.
+ * Shapes: a [..., M, K] (or [K, M] with transA, 2-D only when b is 2-D), b [K, N] (or [N, K] with
+ * transB) shared by every row of a, or b with the same batch dimensions as a.
+ */
+import { type MatmulShape, matmulTiledKernel, tiledGrid } from "../../kernels/matmul.ts";
+import { needsGrad, record } from "../autograd.ts";
+import { empty, type Tensor } from "../tensor.ts";
+import { expectF32, expectSameGpu, fmt } from "./checks.ts";
+import { runPacked } from "./matmul_packed.ts";
+
+/** Kernel variants: workgroup-memory tiles (GPUs) or texture-read register blocks (software adapters). */
+export type MatmulVariant = "tiled" | "packed";
+
+/** Options of {@link matmul}. */
+export interface MatmulOptions {
+  /** a is stored K×M and used transposed. */
+  transA?: boolean;
+  /** b is stored N×K and used transposed. */
+  transB?: boolean;
+  /** Force a kernel variant (default: packed on software adapters, tiled elsewhere). */
+  variant?: MatmulVariant;
+}
+
+/** Records C = op(A)·op(B) for the problem `s` into a new tensor of `shape`. */
+export function runMatmul(
+  a: Tensor,
+  b: Tensor,
+  s: MatmulShape,
+  shape: readonly number[],
+  variant?: MatmulVariant,
+): Tensor {
+  const gpu = a.gpu;
+  const c = empty(gpu, shape, { name: "matmul" });
+  if ((variant ?? (gpu.cpuLike ? "packed" : "tiled")) === "packed") {
+    runPacked(a, b, c, s);
+  } else {
+    gpu.dispatch(
+      matmulTiledKernel(s),
+      [a.binding("matmul"), b.binding("matmul"), c.binding("matmul")],
+      tiledGrid(s),
+    );
+  }
+  return c;
+}
+
+function describe(a: Tensor, b: Tensor, o: MatmulOptions): string {
+  return `a ${fmt(a.shape)}${o.transA ? "ᵀ" : ""} · b ${fmt(b.shape)}${o.transB ? "ᵀ" : ""}`;
+}
+
+/** The problem and output shape of matmul(a, b, o); throws naming both shapes when they do not fit. */
+export function matmulShape(
+  a: Tensor,
+  b: Tensor,
+  o: MatmulOptions = {},
+): { s: MatmulShape; shape: number[] } {
+  const transA = !!o.transA, transB = !!o.transB;
+  if (a.shape.length < 2 || b.shape.length < 2) {
+    throw new Error(`matmul: ${describe(a, b, o)}: both operands need at least 2 dimensions`);
+  }
+  const ar = a.shape.length, br = b.shape.length;
+  const [a0, a1] = a.shape.slice(ar - 2);
+  const [b0, b1] = b.shape.slice(br - 2);
+  const [m, ka] = transA ? [a1, a0] : [a0, a1];
+  const [kb, n] = transB ? [b1, b0] : [b0, b1];
+  if (ka !== kb) {
+    throw new Error(`matmul: ${describe(a, b, o)}: inner dimensions differ (${ka} vs ${kb})`);
+  }
+  const lead = a.shape.slice(0, ar - 2);
+  if (br === 2) {
+    if (transA && ar > 2) {
+      throw new Error(`matmul: ${describe(a, b, o)}: transA with a batched a needs a batched b`);
+    }
+    const rows = lead.reduce((p, d) => p * d, 1) * m;
+    return {
+      s: { m: rows, n, k: ka, batch: 1, transA, transB, strideA: 0, strideB: 0 },
+      shape: [...lead, m, n],
+    };
+  }
+  const bLead = b.shape.slice(0, br - 2);
+  if (ar !== br || lead.some((d, i) => d !== bLead[i])) {
+    throw new Error(`matmul: ${describe(a, b, o)}: batch dimensions differ`);
+  }
+  const batch = lead.reduce((p, d) => p * d, 1);
+  return {
+    s: { m, n, k: ka, batch, transA, transB, strideA: m * ka, strideB: ka * n },
+    shape: [...lead, m, n],
+  };
+}
+
+/** op(a)·op(b); see the file comment for the shapes it accepts. */
+export function matmul(a: Tensor, b: Tensor, o: MatmulOptions = {}): Tensor {
+  expectF32("matmul", a);
+  expectF32("matmul", b);
+  expectSameGpu("matmul", a, b);
+  const { s, shape } = matmulShape(a, b, o);
+  const v = o.variant;
+  const c = runMatmul(a, b, s, shape, v);
+  const { m, n, k, batch, transA, transB } = s;
+  const sc = m * n;
+  return record("matmul", c, [a, b], [needsGrad(b) && a, needsGrad(a) && b], (g) => {
+    let da: Tensor | null = null;
+    let db: Tensor | null = null;
+    if (needsGrad(a)) {
+      da = transA
+        ? runMatmul(
+          b,
+          g,
+          { m: k, n: m, k: n, batch, transA: transB, transB: true, strideA: s.strideB, strideB: sc },
+          a.shape,
+          v,
+        )
+        : runMatmul(
+          g,
+          b,
+          { m, n: k, k: n, batch, transA: false, transB: !transB, strideA: sc, strideB: s.strideB },
+          a.shape,
+          v,
+        );
+    }
+    if (needsGrad(b)) {
+      db = transB
+        ? runMatmul(
+          g,
+          a,
+          { m: n, n: k, k: m, batch, transA: true, transB: transA, strideA: sc, strideB: s.strideA },
+          b.shape,
+          v,
+        )
+        : runMatmul(
+          a,
+          g,
+          { m: k, n, k: m, batch, transA: !transA, transB: false, strideA: s.strideA, strideB: sc },
+          b.shape,
+          v,
+        );
+    }
+    return [da, db];
+  });
+}

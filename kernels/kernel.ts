@@ -1,0 +1,42 @@
+/**
+ * A kernel is WGSL source made for one set of sizes, with a name and a key that identify it in the
+ * pipeline cache and in error messages. Sizes are baked in as constants: training shapes repeat, and
+ * constant loop bounds let both GPU compilers and llvmpipe unroll and drop index arithmetic.
+ */
+
+/** WGSL for one kernel at fixed sizes. */
+export interface Kernel {
+  /** Kernel family, e.g. `matmul`. */
+  readonly name: string;
+  /** The sizes and variant it was made for, e.g. `M64_N32_K16`; names the kernel in errors. */
+  readonly key: string;
+  /** WGSL source with one `@compute` entry point named `main`. */
+  readonly code: string;
+}
+
+/** The most workgroups a dispatch may have along one dimension (WebGPU's default limit). */
+export const MAX_WORKGROUPS_PER_DIM = 65535;
+
+/**
+ * Workgroup counts [x, y] covering `groups` workgroups without passing the per-dimension limit;
+ * kernels recover the linear workgroup index with {@link WGSL_GROUP_INDEX}.
+ */
+export function grid(groups: number): [number, number] {
+  if (groups <= MAX_WORKGROUPS_PER_DIM) return [Math.max(1, groups), 1];
+  const y = Math.ceil(groups / MAX_WORKGROUPS_PER_DIM);
+  return [Math.ceil(groups / y), y];
+}
+
+/** WGSL expression for the linear workgroup index under a {@link grid} dispatch. */
+export const WGSL_GROUP_INDEX = "(wid.y * nwg.x + wid.x)";
+
+/** WGSL builtin parameters that {@link WGSL_GROUP_INDEX} needs. */
+export const WGSL_GRID_PARAMS =
+  "@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32";
+
+/** Formats a number as a WGSL f32 literal (always with a decimal point or exponent). */
+export function f32(x: number): string {
+  if (!Number.isFinite(x)) throw new Error(`kernel constant ${x} is not finite`);
+  const s = String(Math.fround(x));
+  return /[.e]/.test(s) ? s : `${s}.0`;
+}

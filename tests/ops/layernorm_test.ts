@@ -1,0 +1,28 @@
+import { throws } from "node:assert/strict";
+import { layerNorm } from "../../core/ops/layernorm.ts";
+import { fromArray } from "../../core/tensor.ts";
+import { layerNormRef } from "../reference/cpu.ts";
+import { checkOp, gpuTest } from "../helpers.ts";
+
+gpuTest("layerNorm matches the reference and finite differences for x, gamma and beta", async (gpu) => {
+  for (const [rows, c] of [[3, 7], [131, 5]]) {
+    await checkOp(gpu, {
+      shapes: [[rows, c], [c], [c]],
+      run: ([x, g, b]) => layerNorm(x, g, b),
+      reference: ([x, g, b]) => layerNormRef(x, g, b, c),
+      gradRtol: 2e-3,
+      gradAtol: 5e-4,
+    });
+  }
+});
+
+gpuTest("layerNorm refuses parameters of the wrong size", async (gpu) => {
+  const x = fromArray(gpu, new Float32Array(6), [2, 3]);
+  const g = fromArray(gpu, new Float32Array(2), [2]);
+  throws(
+    () => layerNorm(x, g, g),
+    /gamma \[2\] and beta \[2\] must have 3 elements, the last dimension of x \[2, 3\]/,
+  );
+  x.dispose();
+  g.dispose();
+});

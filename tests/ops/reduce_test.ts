@@ -1,0 +1,52 @@
+import { globalNorm, l2Norm, mean, sum } from "../../core/ops/reduce.ts";
+import { add } from "../../core/ops/elementwise.ts";
+import { fromArray } from "../../core/tensor.ts";
+import { assertClose, checkOp, gpuTest, randomArray, rng } from "../helpers.ts";
+
+const total = (x: Float64Array) => x.reduce((p, v) => p + v, 0);
+
+gpuTest(
+  "sum and mean match the reference, over more elements than the first stage has threads",
+  async (gpu) => {
+    for (const n of [1, 63, 3001]) {
+      await checkOp(gpu, {
+        shapes: [[n]],
+        run: ([x]) => sum(x),
+        reference: ([x]) => Float64Array.of(total(x)),
+        rtol: 1e-5,
+        atol: 1e-4,
+      });
+      await checkOp(gpu, {
+        shapes: [[n]],
+        run: ([x]) => mean(x),
+        reference: ([x]) => Float64Array.of(total(x) / n),
+      });
+    }
+  },
+);
+
+gpuTest("bias gradient sums over more rows than one column chunk", async (gpu) => {
+  await checkOp(gpu, {
+    shapes: [[150, 3], [3]],
+    run: ([a, b]) => add(a, b),
+    reference: ([a, b]) => a.map((v, i) => v + b[i % 3]),
+  });
+});
+
+gpuTest("l2Norm matches ‖x‖ and its gradient x/‖x‖", async (gpu) => {
+  await checkOp(gpu, {
+    shapes: [[5, 11]],
+    run: ([x]) => l2Norm(x),
+    reference: ([x]) => Float64Array.of(Math.sqrt(total(x.map((v) => v * v)))),
+  });
+});
+
+gpuTest("globalNorm is the norm of all tensors together", async (gpu) => {
+  const rand = rng(3);
+  const xs = [randomArray(rand, 7), randomArray(rand, 1300), randomArray(rand, 1)];
+  const ts = xs.map((x, i) => fromArray(gpu, x, [x.length], { name: `g${i}` }));
+  const n = globalNorm(gpu, ts);
+  const expected = Math.sqrt(xs.reduce((p, x) => p + total(x.map((v) => v * v)), 0));
+  assertClose(await n.download(), [expected], { what: "global norm" });
+  for (const t of [...ts, n]) t.dispose();
+});

@@ -1,0 +1,80 @@
+/** f64 CPU references for every op, written from the math, independent of the kernels. */
+
+/** C = op(A)·op(B) for one batch item; A stored M×K (K×M if transA), B K×N (N×K if transB). */
+export function matmulRef(
+  a: ArrayLike<number>,
+  b: ArrayLike<number>,
+  m: number,
+  n: number,
+  k: number,
+  transA = false,
+  transB = false,
+): Float64Array {
+  const c = new Float64Array(m * n);
+  for (let i = 0; i < m; i++) {
+    for (let j = 0; j < n; j++) {
+      let s = 0;
+      for (let p = 0; p < k; p++) {
+        s += (transA ? a[p * m + i] : a[i * k + p]) * (transB ? b[j * k + p] : b[p * n + j]);
+      }
+      c[i * n + j] = s;
+    }
+  }
+  return c;
+}
+
+/** GPT-2's gelu_new. */
+export function geluRef(x: ArrayLike<number>): Float64Array {
+  return Float64Array.from(
+    x,
+    (v) => 0.5 * v * (1 + Math.tanh(Math.sqrt(2 / Math.PI) * (v + 0.044715 * v ** 3))),
+  );
+}
+
+/** LayerNorm over rows of length c. */
+export function layerNormRef(
+  x: ArrayLike<number>,
+  gamma: ArrayLike<number>,
+  beta: ArrayLike<number>,
+  c: number,
+  eps = 1e-5,
+): Float64Array {
+  const y = new Float64Array(x.length);
+  for (let o = 0; o < x.length; o += c) {
+    let mean = 0;
+    for (let j = 0; j < c; j++) mean += x[o + j];
+    mean /= c;
+    let v = 0;
+    for (let j = 0; j < c; j++) v += (x[o + j] - mean) ** 2;
+    const rstd = 1 / Math.sqrt(v / c + eps);
+    for (let j = 0; j < c; j++) y[o + j] = (x[o + j] - mean) * rstd * gamma[j] + beta[j];
+  }
+  return y;
+}
+
+/** Mask-weighted mean cross-entropy of rows of logits (length v). */
+export function crossEntropyRef(
+  logits: ArrayLike<number>,
+  targets: ArrayLike<number>,
+  mask: ArrayLike<number>,
+  v: number,
+): number {
+  let s = 0, w = 0;
+  for (let r = 0; r < targets.length; r++) {
+    if (mask[r] === 0) continue;
+    let mx = -Infinity;
+    for (let j = 0; j < v; j++) mx = Math.max(mx, logits[r * v + j]);
+    let z = 0;
+    for (let j = 0; j < v; j++) z += Math.exp(logits[r * v + j] - mx);
+    s += mask[r] * (mx + Math.log(z) - logits[r * v + targets[r]]);
+    w += mask[r];
+  }
+  return w === 0 ? 0 : s / w;
+}
+
+/** Rows of table [v, d] picked by ids. */
+export function embeddingRef(table: ArrayLike<number>, ids: ArrayLike<number>, d: number): Float64Array {
+  const out = new Float64Array(ids.length * d);
+  for (let i = 0; i < ids.length; i++) for (let j = 0; j < d; j++) out[i * d + j] = table[ids[i] * d + j];
+  return out;
+}
