@@ -89,14 +89,14 @@ const READBACK_USAGE = GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST;
 export type BufferKind = "storage" | "readback";
 
 /**
- * Size class of a request: powers of two up to 1 MiB, then steps of an eighth of the next power
- * of two, so rounding wastes at most 12.5% and steady training steps reuse the same buffers.
+ * Size class of a request: powers of two up to 1 MiB, then steps of an eighth of the power of two
+ * below it, so rounding wastes at most 12.5% there and steady training steps reuse the same buffers.
  */
 export function sizeClass(bytes: number): number {
   const b = Math.max(256, Math.ceil(bytes / 4) * 4);
   const pow = 2 ** Math.ceil(Math.log2(b));
   if (pow <= 1 << 20) return pow;
-  const step = pow / 8;
+  const step = pow / 16;
   return Math.ceil(b / step) * step;
 }
 

@@ -269,7 +269,8 @@ export function full(
   return t;
 }
 
-type Kept =
+/** What `tidy` may return: tensors, plain values, and arrays or records of them. */
+export type Kept =
   | Tensor
   | readonly Kept[]
   | { readonly [k: string]: Kept }

@@ -1,0 +1,72 @@
+/**
+ * lisa-webgpu: fine-tune GPT-style models on WebGPU and measure what LISA, LoRA and full
+ * fine-tuning cost in memory and buy in loss. This module is the public API.
+ *
+ * @example
+ * ```ts
+ * import { backward, fromArray, matmul, requestGpu, sum } from "./mod.ts";
+ * const gpu = await requestGpu();
+ * const w = fromArray(gpu, [1, 2, 3, 4], [2, 2], { requiresGrad: true, category: "weights" });
+ * const x = fromArray(gpu, [1, 1], [1, 2]);
+ * backward(sum(matmul(x, w)));
+ * console.log(await w.grad!.download(), gpu.memory.stats());
+ * ```
+ * @module
+ */
+export {
+  type AdapterReport,
+  type Backend,
+  type Binding,
+  Gpu,
+  type GpuOptions,
+  GpuStepError,
+  NoAdapterError,
+  requestGpu,
+} from "./core/gpu.ts";
+export {
+  type Allocation,
+  type BufferKind,
+  CATEGORIES,
+  type Category,
+  type CategoryBytes,
+  Memory,
+  type MemoryEvent,
+  type MemoryStats,
+  sizeClass,
+  type TextureAllocation,
+} from "./core/memory.ts";
+export {
+  currentCategory,
+  type DType,
+  empty,
+  fromArray,
+  full,
+  keep,
+  type Kept,
+  type Node,
+  shapeSize,
+  Tensor,
+  type TensorOptions,
+  tidy,
+  withCategory,
+  zeros,
+} from "./core/tensor.ts";
+export {
+  backward,
+  clearTape,
+  isGradEnabled,
+  needsGrad,
+  noGrad,
+  record,
+  savedActivationBytes,
+} from "./core/autograd.ts";
+export { add, mul, scale } from "./core/ops/elementwise.ts";
+export { matmul, type MatmulOptions, matmulShape, type MatmulVariant, runMatmul } from "./core/ops/matmul.ts";
+export { gelu } from "./core/ops/gelu.ts";
+export { layerNorm } from "./core/ops/layernorm.ts";
+export { crossEntropy } from "./core/ops/cross_entropy.ts";
+export { embedding, groupByToken } from "./core/ops/embedding.ts";
+export { globalNorm, l2Norm, mean, sum, sumColumns } from "./core/ops/reduce.ts";
+export { type Kernel } from "./kernels/kernel.ts";
+export { KernelCompileError, type Pipeline, PipelineCache } from "./kernels/cache.ts";
+export { type MatmulShape } from "./kernels/matmul.ts";
