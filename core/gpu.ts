@@ -3,7 +3,7 @@
  * kernel dispatched between two submits goes into one command encoder (one compute pass while no copy
  * intervenes), so a training step costs one submit. Readback is explicit and async.
  */
-import { type Kernel } from "../kernels/kernel.ts";
+import type { Kernel } from "../kernels/kernel.ts";
 import { type Pipeline, PipelineCache } from "../kernels/cache.ts";
 import { type Allocation, Memory } from "./memory.ts";
 

@@ -18,20 +18,23 @@ gpuTest("gradients accumulate over backward calls until released", async (gpu) =
   x.dispose();
 });
 
-gpuTest("a tensor used twice gets both gradients; leaves sharing one gradient stay independent", async (gpu) => {
-  const a = param(gpu, [1, 2], [2], "a");
-  const b = param(gpu, [3, 4], [2], "b");
-  backward(sum(add(a, a)));
-  deepEqual([...await a.grad!.download()], [2, 2]);
-  a.zeroGrad();
-  // add's backward hands the same gradient to both inputs; accumulating into one must not touch the other.
-  backward(sum(add(a, b)));
-  backward(sum(scale(a, 10)));
-  deepEqual([...await a.grad!.download()], [11, 11]);
-  deepEqual([...await b.grad!.download()], [1, 1]);
-  a.dispose();
-  b.dispose();
-});
+gpuTest(
+  "a tensor used twice gets both gradients; leaves sharing one gradient stay independent",
+  async (gpu) => {
+    const a = param(gpu, [1, 2], [2], "a");
+    const b = param(gpu, [3, 4], [2], "b");
+    backward(sum(add(a, a)));
+    deepEqual([...await a.grad!.download()], [2, 2]);
+    a.zeroGrad();
+    // add's backward hands the same gradient to both inputs; accumulating into one must not touch the other.
+    backward(sum(add(a, b)));
+    backward(sum(scale(a, 10)));
+    deepEqual([...await a.grad!.download()], [11, 11]);
+    deepEqual([...await b.grad!.download()], [1, 1]);
+    a.dispose();
+    b.dispose();
+  },
+);
 
 gpuTest("backward consumes the graph; a second call says so", (gpu) => {
   const x = param(gpu, [1], [1], "x");

@@ -20,7 +20,11 @@ gpuTest("the adapter report names the adapter and the device gets the adapter's 
 });
 
 gpuTest("a WGSL error names the kernel and its sizes, and the step is dropped", async (gpu) => {
-  const bad = { name: "broken_kernel", key: "n8_v2", code: "@compute @workgroup_size(1) fn main() { let x: f32 = 1u; }" };
+  const bad = {
+    name: "broken_kernel",
+    key: "n8_v2",
+    code: "@compute @workgroup_size(1) fn main() { let x: f32 = 1u; }",
+  };
   gpu.dispatch(bad, [], [1]);
   await rejects(gpu.submit(), (e: Error) => {
     ok(e instanceof KernelCompileError);
@@ -36,7 +40,14 @@ gpuTest("a WGSL error names the kernel and its sizes, and the step is dropped", 
 gpuTest("a tensor beyond the binding limit is refused by the op, naming op, tensor and limit", (gpu) => {
   const limit = gpu.info.limits.maxStorageBufferBindingSize;
   const big = empty(gpu, [limit / 4 + 64], { name: "big_activation" });
-  throws(() => gelu(big), new RegExp(`gelu: big_activation \\[${limit / 4 + 64}\\] is ${limit + 256} bytes, beyond this device's maxStorageBufferBindingSize of ${limit} bytes`));
+  throws(
+    () => gelu(big),
+    new RegExp(
+      `gelu: big_activation \\[${limit / 4 + 64}\\] is ${
+        limit + 256
+      } bytes, beyond this device's maxStorageBufferBindingSize of ${limit} bytes`,
+    ),
+  );
   big.dispose();
 });
 
@@ -74,7 +85,10 @@ Deno.test({
   fn: async () => {
     const gpuObj = navigator.gpu;
     const original = gpuObj.requestAdapter;
-    Object.defineProperty(gpuObj, "requestAdapter", { value: () => Promise.resolve(null), configurable: true });
+    Object.defineProperty(gpuObj, "requestAdapter", {
+      value: () => Promise.resolve(null),
+      configurable: true,
+    });
     try {
       await rejects(requestGpu(), (e: Error) => {
         ok(e instanceof NoAdapterError);

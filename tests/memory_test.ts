@@ -7,27 +7,30 @@ import { sum } from "../core/ops/reduce.ts";
 import { empty, fromArray, tidy } from "../core/tensor.ts";
 import { gpuTest, param } from "./helpers.ts";
 
-gpuTest("allocating and freeing tensors moves live bytes by exactly their sizes, per category", async (gpu) => {
-  await gpu.submit();
-  const before = gpu.memory.stats();
-  const w = empty(gpu, [3, 5], { category: "weights" });
-  const o = empty(gpu, [7], { category: "optimizer" });
-  const a = empty(gpu, [1000], { category: "activations" });
-  const s = gpu.memory.stats();
-  equal(s.live.weights - before.live.weights, 60);
-  equal(s.live.optimizer - before.live.optimizer, 28);
-  equal(s.live.activations - before.live.activations, 4000);
-  equal(s.live.grads - before.live.grads, 0);
-  equal(s.liveTotal - before.liveTotal, 4088);
-  // The pool rounds buffers up; that shows in `allocated`, never in `live`.
-  equal(s.allocated - before.allocated, sizeClass(60) + sizeClass(28) + sizeClass(4000));
-  w.dispose();
-  o.dispose();
-  a.dispose();
-  const after = gpu.memory.stats();
-  deepEqual(after.live, before.live);
-  equal(after.reserved - before.reserved, sizeClass(60) + sizeClass(28) + sizeClass(4000));
-});
+gpuTest(
+  "allocating and freeing tensors moves live bytes by exactly their sizes, per category",
+  async (gpu) => {
+    await gpu.submit();
+    const before = gpu.memory.stats();
+    const w = empty(gpu, [3, 5], { category: "weights" });
+    const o = empty(gpu, [7], { category: "optimizer" });
+    const a = empty(gpu, [1000], { category: "activations" });
+    const s = gpu.memory.stats();
+    equal(s.live.weights - before.live.weights, 60);
+    equal(s.live.optimizer - before.live.optimizer, 28);
+    equal(s.live.activations - before.live.activations, 4000);
+    equal(s.live.grads - before.live.grads, 0);
+    equal(s.liveTotal - before.liveTotal, 4088);
+    // The pool rounds buffers up; that shows in `allocated`, never in `live`.
+    equal(s.allocated - before.allocated, sizeClass(60) + sizeClass(28) + sizeClass(4000));
+    w.dispose();
+    o.dispose();
+    a.dispose();
+    const after = gpu.memory.stats();
+    deepEqual(after.live, before.live);
+    equal(after.reserved - before.reserved, sizeClass(60) + sizeClass(28) + sizeClass(4000));
+  },
+);
 
 Deno.test("size classes are powers of two up to 1 MiB, then within an eighth, never below the request", () => {
   equal(sizeClass(4), 256);
@@ -68,34 +71,40 @@ gpuTest("the timeline records allocations, frees, retags and marks", (gpu) => {
   ]);
 });
 
-gpuTest("a frozen matmul keeps no copy of its input; a trainable one keeps exactly its input", async (gpu) => {
-  const x = param(gpu, new Float32Array(4 * 8).fill(1), [4, 8], "x");
-  const frozen = fromArray(gpu, new Float32Array(8 * 3).fill(1), [8, 3], { category: "weights" });
-  const trainable = param(gpu, new Float32Array(8 * 3).fill(1), [8, 3], "w");
-  const y1 = matmul(x, frozen);
-  equal(savedActivationBytes(), 0);
-  backward(sum(y1));
-  const input = fromArray(gpu, new Float32Array(4 * 8).fill(1), [4, 8], { name: "input" });
-  const y2 = matmul(input, trainable);
-  equal(savedActivationBytes(), input.bytes);
-  backward(sum(y2));
-  equal(savedActivationBytes(), 0);
-  await gpu.submit();
-  for (const t of [x, frozen, trainable, y1, y2, input]) t.dispose();
-});
+gpuTest(
+  "a frozen matmul keeps no copy of its input; a trainable one keeps exactly its input",
+  async (gpu) => {
+    const x = param(gpu, new Float32Array(4 * 8).fill(1), [4, 8], "x");
+    const frozen = fromArray(gpu, new Float32Array(8 * 3).fill(1), [8, 3], { category: "weights" });
+    const trainable = param(gpu, new Float32Array(8 * 3).fill(1), [8, 3], "w");
+    const y1 = matmul(x, frozen);
+    equal(savedActivationBytes(), 0);
+    backward(sum(y1));
+    const input = fromArray(gpu, new Float32Array(4 * 8).fill(1), [4, 8], { name: "input" });
+    const y2 = matmul(input, trainable);
+    equal(savedActivationBytes(), input.bytes);
+    backward(sum(y2));
+    equal(savedActivationBytes(), 0);
+    await gpu.submit();
+    for (const t of [x, frozen, trainable, y1, y2, input]) t.dispose();
+  },
+);
 
-gpuTest("frozen weights get no gradient buffer and no graph is recorded without trainable inputs", async (gpu) => {
-  await gpu.submit();
-  const before = gpu.memory.stats().live.grads;
-  const x = fromArray(gpu, new Float32Array(6).fill(1), [2, 3]);
-  const w = fromArray(gpu, new Float32Array(12).fill(1), [3, 4], { category: "weights" });
-  const y = matmul(x, w);
-  equal(y.requiresGrad, false);
-  equal(y.node, null);
-  equal(w.grad, null);
-  equal(gpu.memory.stats().live.grads, before);
-  for (const t of [x, w, y]) t.dispose();
-});
+gpuTest(
+  "frozen weights get no gradient buffer and no graph is recorded without trainable inputs",
+  async (gpu) => {
+    await gpu.submit();
+    const before = gpu.memory.stats().live.grads;
+    const x = fromArray(gpu, new Float32Array(6).fill(1), [2, 3]);
+    const w = fromArray(gpu, new Float32Array(12).fill(1), [3, 4], { category: "weights" });
+    const y = matmul(x, w);
+    equal(y.requiresGrad, false);
+    equal(y.node, null);
+    equal(w.grad, null);
+    equal(gpu.memory.stats().live.grads, before);
+    for (const t of [x, w, y]) t.dispose();
+  },
+);
 
 gpuTest("repeated training steps do not grow live or reserved bytes", async (gpu) => {
   const rand = () => Math.sin(Math.random() * 1e4);
@@ -124,6 +133,9 @@ gpuTest("repeated training steps do not grow live or reserved bytes", async (gpu
 
 gpuTest("memory refuses a buffer beyond the device's maxBufferSize, naming it", (gpu) => {
   const max = gpu.info.limits.maxBufferSize;
-  throws(() => gpu.memory.alloc(max + 4, "weights", "huge"), new RegExp(`huge needs ${max + 4} bytes, beyond this device's maxBufferSize of ${max}`));
+  throws(
+    () => gpu.memory.alloc(max + 4, "weights", "huge"),
+    new RegExp(`huge needs ${max + 4} bytes, beyond this device's maxBufferSize of ${max}`),
+  );
   throws(() => gpu.memory.alloc(0, "weights", "nothing"), /cannot allocate 0 bytes for nothing/);
 });

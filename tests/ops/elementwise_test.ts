@@ -37,7 +37,7 @@ gpuTest("scale matches the reference", async (gpu) => {
   });
 });
 
-gpuTest("elementwise shape mismatches name both shapes", async (gpu) => {
+gpuTest("elementwise shape mismatches name both shapes", (gpu) => {
   const a = fromArray(gpu, new Float32Array(6), [2, 3]);
   const b = fromArray(gpu, new Float32Array(2), [2]);
   throws(() => add(a, b), /add: shapes \[2, 3\] and \[2\] do not broadcast/);
@@ -46,7 +46,7 @@ gpuTest("elementwise shape mismatches name both shapes", async (gpu) => {
   b.dispose();
 });
 
-gpuTest("zero-sized and non-integer shapes are refused with the shape", async (gpu) => {
+gpuTest("zero-sized and non-integer shapes are refused with the shape", (gpu) => {
   throws(() => fromArray(gpu, [], [0, 3]), /shape \[0, 3\] has a dimension that is not a positive integer/);
   throws(() => fromArray(gpu, [1], [1.5]), /shape \[1\.5\]/);
   const a = fromArray(gpu, [1, 2], [2]);

@@ -23,7 +23,7 @@ Deno.test("groupByToken lists each token's positions in order", () => {
   deepEqual([...g.order], [1, 0, 2, 3]);
 });
 
-gpuTest("embedding refuses ids outside the table", async (gpu) => {
+gpuTest("embedding refuses ids outside the table", (gpu) => {
   const table = fromArray(gpu, new Float32Array(6), [3, 2]);
   const ids = fromArray(gpu, [0, 3], [2], { dtype: "u32" });
   throws(() => embedding(table, ids, [0, 3]), /id 3 at position 1 is outside the table's 3 rows/);

@@ -16,7 +16,7 @@ gpuTest("layerNorm matches the reference and finite differences for x, gamma and
   }
 });
 
-gpuTest("layerNorm refuses parameters of the wrong size", async (gpu) => {
+gpuTest("layerNorm refuses parameters of the wrong size", (gpu) => {
   const x = fromArray(gpu, new Float32Array(6), [2, 3]);
   const g = fromArray(gpu, new Float32Array(2), [2]);
   throws(

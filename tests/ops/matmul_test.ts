@@ -71,7 +71,7 @@ for (const variant of variants) {
   );
 }
 
-gpuTest("matmul shape mismatches name both shapes", async (gpu) => {
+gpuTest("matmul shape mismatches name both shapes", (gpu) => {
   const a = fromArray(gpu, new Float32Array(6), [2, 3]);
   const b = fromArray(gpu, new Float32Array(8), [4, 2]);
   assertThrows(() => matmul(a, b), /matmul: a \[2, 3\] · b \[4, 2\]: inner dimensions differ \(3 vs 4\)/);

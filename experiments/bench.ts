@@ -1,0 +1,166 @@
+/**
+ * `deno task bench [--json] [--filter NAME]`: kernel and runtime benchmarks with their peers,
+ * measured in the same run. Prints a table, or one JSON object per line with --json.
+ */
+import { parseArgs } from "node:util";
+import { type Gpu, requestGpu } from "../core/gpu.ts";
+import { matmul, type MatmulVariant } from "../core/ops/matmul.ts";
+import { empty, type Tensor } from "../core/tensor.ts";
+import { fillKernel } from "../kernels/elementwise.ts";
+import { torchMatmulMs } from "./peers.ts";
+
+/** One measured row. */
+export interface BenchResult {
+  bench: string;
+  shape: string;
+  variant?: string;
+  ms: number;
+  gflops?: number;
+  peer?: string;
+  peerMs?: number | null;
+  peerGflops?: number | null;
+  adapter: string;
+  note?: string;
+}
+
+async function timeIt(gpu: Gpu, record: () => void, perSubmit: number, reps: number): Promise<number> {
+  record();
+  await gpu.submit();
+  await gpu.idle();
+  let best = Infinity;
+  for (let r = 0; r < reps; r++) {
+    const t0 = performance.now();
+    for (let i = 0; i < perSubmit; i++) record();
+    await gpu.submit();
+    await gpu.idle();
+    best = Math.min(best, (performance.now() - t0) / perSubmit);
+  }
+  return best;
+}
+
+/** Matmul M×K · K×N (and the transposed forms backward uses) for the default variant. */
+async function benchMatmul(gpu: Gpu, variant: MatmulVariant): Promise<BenchResult[]> {
+  const shapes: [number, number, number, string][] = [
+    [512, 512, 512, "A·B"],
+    [1024, 1024, 1024, "A·B"],
+    [4096, 1024, 256, "A·B"],
+    [4096, 256, 1024, "A·Bᵀ"],
+    [256, 1024, 4096, "Aᵀ·B"],
+  ];
+  const out: BenchResult[] = [];
+  for (const [m, n, k, form] of shapes) {
+    const transA = form === "Aᵀ·B", transB = form === "A·Bᵀ";
+    const a = empty(gpu, transA ? [k, m] : [m, k], { name: "a" });
+    const b = empty(gpu, transB ? [n, k] : [k, n], { name: "b" });
+    a.fill(0.5);
+    b.fill(0.25);
+    const outs: Tensor[] = [];
+    const flops = 2 * m * n * k;
+    const perSubmit = Math.max(1, Math.min(8, Math.round(2e9 / flops)));
+    const ms = await timeIt(gpu, () => outs.push(matmul(a, b, { transA, transB, variant })), perSubmit, 3);
+    for (const t of outs) t.dispose();
+    const peerMs = await torchMatmulMs(m, n, k, transA, transB);
+    out.push({
+      bench: "matmul",
+      shape: `${m}x${n}x${k}`,
+      variant: `${variant} ${form}`,
+      ms,
+      gflops: flops / ms / 1e6,
+      peer: "pytorch",
+      peerMs,
+      peerGflops: peerMs === null ? null : flops / peerMs / 1e6,
+      adapter: gpu.info.description,
+    });
+    a.dispose();
+    b.dispose();
+  }
+  return out;
+}
+
+/** Cost of one small dispatch when many share a submit, and of a submit + readback round trip. */
+async function benchDispatch(gpu: Gpu): Promise<BenchResult[]> {
+  const t = empty(gpu, [64], { name: "tiny" });
+  const k = fillKernel(64, 1);
+  const n = 2000;
+  const ms = await timeIt(
+    gpu,
+    () => {
+      for (let i = 0; i < n; i++) gpu.dispatch(k, [t.binding("bench")], [1]);
+    },
+    1,
+    3,
+  );
+  let rt = Infinity;
+  for (let r = 0; r < 5; r++) {
+    const t0 = performance.now();
+    t.fill(2);
+    await t.download();
+    rt = Math.min(rt, performance.now() - t0);
+  }
+  t.dispose();
+  return [
+    {
+      bench: "dispatch",
+      shape: `${n} dispatches`,
+      ms: ms / n,
+      adapter: gpu.info.description,
+      note: "ms per dispatch",
+    },
+    {
+      bench: "roundtrip",
+      shape: "submit+readback",
+      ms: rt,
+      adapter: gpu.info.description,
+      note: "ms per wait",
+    },
+  ];
+}
+
+function table(rows: BenchResult[]): string {
+  const head = ["bench", "shape", "variant", "ms", "GFLOP/s", "peer", "peer ms", "peer GFLOP/s"];
+  const fmt = (x: number | null | undefined, d = 2) => (x === undefined || x === null ? "" : x.toFixed(d));
+  const body = rows.map((r) => [
+    r.bench,
+    r.shape,
+    r.variant ?? r.note ?? "",
+    fmt(r.ms, 3),
+    fmt(r.gflops, 1),
+    r.peer ?? "",
+    fmt(r.peerMs, 3),
+    fmt(r.peerGflops, 1),
+  ]);
+  const widths = head.map((h, i) => Math.max(h.length, ...body.map((r) => r[i].length)));
+  const line = (cells: string[]) => cells.map((c, i) => c.padEnd(widths[i])).join("  ");
+  return [line(head), line(widths.map((w) => "-".repeat(w))), ...body.map(line)].join("\n");
+}
+
+if (import.meta.main) {
+  const { values } = parseArgs({
+    args: Deno.args,
+    options: { json: { type: "boolean", default: false }, filter: { type: "string" } },
+  });
+  const gpu = await requestGpu();
+  const benches: Record<string, (g: Gpu) => Promise<BenchResult[]>> = {
+    matmul: (g) => benchMatmul(g, g.cpuLike ? "packed" : "tiled"),
+    dispatch: benchDispatch,
+  };
+  const names = Object.keys(benches).filter((n) => !values.filter || n.includes(values.filter));
+  if (names.length === 0) {
+    console.error(
+      `bench: no bench matches --filter ${values.filter}; have: ${Object.keys(benches).join(", ")}`,
+    );
+    Deno.exit(2);
+  }
+  if (!values.json) {
+    console.log(
+      `adapter: ${gpu.info.description} (backend ${gpu.info.backend}, fallback ${gpu.info.fallback})`,
+    );
+  }
+  const all: BenchResult[] = [];
+  for (const name of names) {
+    const rows = await benches[name](gpu);
+    for (const r of rows) if (values.json) console.log(JSON.stringify(r));
+    all.push(...rows);
+  }
+  if (!values.json) console.log(table(all));
+}
