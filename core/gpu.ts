@@ -156,6 +156,26 @@ export class Gpu {
     this.#enc().copyBufferToBuffer(src, srcOffset, dst, dstOffset, bytes);
   }
 
+  /**
+   * Records a copy of `rows` rows of `bytesPerRow` bytes from `src` (at byte `offset`) into texels
+   * [0, width) of texture rows [y, y + rows).
+   */
+  copyToTexture(
+    src: GPUBuffer,
+    offset: number,
+    bytesPerRow: number,
+    texture: GPUTexture,
+    y: number,
+    width: number,
+    rows: number,
+  ): void {
+    this.#endPass();
+    this.#enc().copyBufferToTexture({ buffer: src, offset, bytesPerRow, rowsPerImage: rows }, {
+      texture,
+      origin: [0, y],
+    }, [width, rows]);
+  }
+
   /** Records zeroing `bytes` bytes (a multiple of 4) of `buffer`. */
   clear(buffer: GPUBuffer, offset: number, bytes: number): void {
     this.#endPass();

@@ -1,8 +1,9 @@
-import { throws as assertThrows } from "node:assert/strict";
-import { matmul, type MatmulVariant } from "../../core/ops/matmul.ts";
-import { fromArray } from "../../core/tensor.ts";
+import { equal, throws as assertThrows } from "node:assert/strict";
+import { matmul, matmulShape, type MatmulVariant } from "../../core/ops/matmul.ts";
+import { choosePackedForm, runPacked } from "../../core/ops/matmul_packed.ts";
+import { empty, fromArray } from "../../core/tensor.ts";
 import { matmulRef } from "../reference/cpu.ts";
-import { checkOp, gpuTest } from "../helpers.ts";
+import { assertClose, checkOp, gpuTest, randomArray, rng } from "../helpers.ts";
 
 /** Batched reference: items of a and b laid out back to back (b shared when bBatch is false). */
 function batchedRef(
@@ -82,4 +83,66 @@ gpuTest("matmul shape mismatches name both shapes", (gpu) => {
   const y = fromArray(gpu, new Float32Array(24), [3, 4, 2]);
   assertThrows(() => matmul(x, y), /batch dimensions differ/);
   for (const t of [a, b, v, x, y]) t.dispose();
+});
+
+gpuTest(
+  "packed matmul with 64-aligned operands (copy and texture-transpose packs) matches the reference",
+  async (gpu) => {
+    for (const [transA, transB] of [[false, false], [false, true], [true, false], [true, true]]) {
+      const [m, n, k] = [64, 128, 64];
+      await checkOp(gpu, {
+        shapes: [transA ? [k, m] : [m, k], transB ? [n, k] : [k, n]],
+        run: ([a, b]) => matmul(a, b, { transA, transB, variant: "packed" }),
+        reference: ([a, b]) => matmulRef(a, b, m, n, k, transA, transB),
+        maxDifferences: 40,
+      });
+    }
+    await checkOp(gpu, {
+      shapes: [[2, 70, 64], [2, 64, 128]],
+      run: ([a, b]) => matmul(a, b, { variant: "packed" }),
+      reference: ([a, b]) => batchedRef(a, b, 2, 70, 128, 64, false, false, false),
+      maxDifferences: 40,
+    });
+  },
+);
+
+gpuTest(
+  "both packed cores (outer, dot) match the reference in every orientation, aligned or not",
+  async (gpu) => {
+    for (const [m, n, k] of [[37, 45, 29], [64, 128, 64], [70, 64, 128]]) {
+      for (const form of ["outer", "dot"] as const) {
+        for (const [transA, transB] of [[false, false], [false, true], [true, false], [true, true]]) {
+          const rand = rng(m + n + k);
+          const a = randomArray(rand, m * k), b = randomArray(rand, k * n);
+          const ta = fromArray(gpu, a, transA ? [k, m] : [m, k]);
+          const tb = fromArray(gpu, b, transB ? [n, k] : [k, n]);
+          const { s, shape } = matmulShape(ta, tb, { transA, transB });
+          const c = empty(gpu, shape);
+          runPacked(ta, tb, c, s, form);
+          assertClose(await c.download(), matmulRef(a, b, m, n, k, transA, transB), {
+            what: `${form} ${m}x${n}x${k} tA${+transA} tB${+transB}`,
+          });
+          for (const t of [ta, tb, c]) t.dispose();
+        }
+      }
+    }
+  },
+);
+
+Deno.test("the packed form is the one that transposes fewer elements", () => {
+  const s = (m: number, n: number, k: number, transA: boolean, transB: boolean) => ({
+    m,
+    n,
+    k,
+    batch: 1,
+    transA,
+    transB,
+    strideA: 0,
+    strideB: 0,
+  });
+  equal(choosePackedForm(s(4096, 1024, 256, false, false), 16384), "dot"); // x·W: transpose W only
+  equal(choosePackedForm(s(256, 1024, 4096, false, false), 16384), "outer"); // transpose A (smaller)
+  equal(choosePackedForm(s(4096, 256, 1024, false, true), 16384), "dot"); // dY·Wᵀ: no transpose
+  equal(choosePackedForm(s(256, 1024, 4096, true, false), 16384), "outer"); // xᵀ·dY: no transpose
+  equal(choosePackedForm(s(4096, 50304, 768, false, true), 16384), "outer"); // logits: V rows exceed the dot form
 });

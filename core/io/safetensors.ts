@@ -1,0 +1,228 @@
+/**
+ * safetensors read/write: 8-byte little-endian header length, a JSON header mapping names to
+ * {dtype, shape, data_offsets}, then the data. F32 is read and written; F16 and BF16 are read and
+ * converted to f32. Malformed files are rejected naming the key and the offsets at fault.
+ */
+
+/** Element types we know the size of. */
+export type SafeDType = "F64" | "F32" | "F16" | "BF16" | "I64" | "I32" | "I16" | "I8" | "U8" | "BOOL";
+
+const DTYPE_BYTES: Record<SafeDType, number> = {
+  F64: 8,
+  F32: 4,
+  F16: 2,
+  BF16: 2,
+  I64: 8,
+  I32: 4,
+  I16: 2,
+  I8: 1,
+  U8: 1,
+  BOOL: 1,
+};
+
+/** One tensor's header entry. */
+export interface SafeEntry {
+  /** Element type as stored. */
+  dtype: SafeDType;
+  /** Dimensions. */
+  shape: number[];
+  /** Byte range [begin, end) within the data section. */
+  offsets: [number, number];
+}
+
+/** Raised for a malformed file; the message names the problem. */
+export class SafetensorsError extends Error {
+  /** `where` names the file (or "buffer"). */
+  constructor(where: string, message: string) {
+    super(`safetensors ${where}: ${message}`);
+    this.name = "SafetensorsError";
+  }
+}
+
+/** A parsed file: entries by name, metadata, and f32 access to the data. */
+export class Safetensors {
+  /** Header entries by tensor name. */
+  readonly entries: Map<string, SafeEntry>;
+  /** The `__metadata__` strings. */
+  readonly metadata: Record<string, string>;
+  readonly #data: Uint8Array;
+  readonly #where: string;
+
+  /** Parses `bytes`; `where` names the source in errors. */
+  constructor(bytes: Uint8Array, where = "buffer") {
+    this.#where = where;
+    const fail = (m: string) => new SafetensorsError(where, m);
+    if (bytes.length < 8) throw fail(`file is ${bytes.length} bytes, shorter than the 8-byte header length`);
+    const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+    const n = view.getBigUint64(0, true);
+    if (n > BigInt(bytes.length - 8)) {
+      throw fail(`header length ${n} runs past the end of the file (${bytes.length} bytes)`);
+    }
+    const headerLen = Number(n);
+    const text = new TextDecoder("utf-8", { fatal: true }).decode(bytes.subarray(8, 8 + headerLen));
+    let header: unknown;
+    try {
+      header = JSON.parse(text);
+    } catch (e) {
+      throw fail(`header is not valid JSON (${(e as Error).message})`);
+    }
+    if (!header || typeof header !== "object" || Array.isArray(header)) {
+      throw fail("header is not a JSON object");
+    }
+    this.#data = bytes.subarray(8 + headerLen);
+    this.entries = new Map();
+    this.metadata = {};
+    for (const [name, raw] of Object.entries(header as Record<string, unknown>)) {
+      if (name === "__metadata__") {
+        if (!raw || typeof raw !== "object") throw fail("__metadata__ is not an object");
+        for (const [k, v] of Object.entries(raw)) {
+          if (typeof v !== "string") throw fail(`__metadata__.${k} is not a string`);
+          this.metadata[k] = v;
+        }
+        continue;
+      }
+      this.entries.set(name, this.#entry(name, raw));
+    }
+    const sorted = [...this.entries].sort((a, b) => a[1].offsets[0] - b[1].offsets[0]);
+    for (let i = 1; i < sorted.length; i++) {
+      const [pn, p] = sorted[i - 1];
+      const [cn, c] = sorted[i];
+      if (c.offsets[0] < p.offsets[1]) {
+        throw fail(`tensors ${pn} [${p.offsets}] and ${cn} [${c.offsets}] overlap`);
+      }
+    }
+  }
+
+  #entry(name: string, raw: unknown): SafeEntry {
+    const fail = (m: string) => new SafetensorsError(this.#where, `tensor ${name}: ${m}`);
+    if (!raw || typeof raw !== "object") throw fail("entry is not an object");
+    const { dtype, shape, data_offsets } = raw as Record<string, unknown>;
+    if (typeof dtype !== "string" || !(dtype in DTYPE_BYTES)) {
+      throw fail(`unknown dtype ${JSON.stringify(dtype)}`);
+    }
+    if (!Array.isArray(shape) || shape.some((d) => !Number.isInteger(d) || d < 0)) {
+      throw fail(`shape ${JSON.stringify(shape)} is not a list of non-negative integers`);
+    }
+    if (
+      !Array.isArray(data_offsets) || data_offsets.length !== 2 ||
+      data_offsets.some((o) => !Number.isInteger(o) || o < 0)
+    ) {
+      throw fail(`data_offsets ${JSON.stringify(data_offsets)} is not a pair of non-negative integers`);
+    }
+    const [begin, end] = data_offsets as [number, number];
+    if (end < begin) throw fail(`data_offsets [${begin}, ${end}] end before they begin`);
+    if (end > this.#data.length) {
+      throw fail(`data_offsets [${begin}, ${end}] run past the data section (${this.#data.length} bytes)`);
+    }
+    const want = shape.reduce((p: number, d: number) => p * d, 1) * DTYPE_BYTES[dtype as SafeDType];
+    if (end - begin !== want) {
+      throw fail(
+        `shape [${shape}] of ${dtype} needs ${want} bytes but data_offsets [${begin}, ${end}] hold ${
+          end - begin
+        }`,
+      );
+    }
+    return { dtype: dtype as SafeDType, shape: shape as number[], offsets: [begin, end] };
+  }
+
+  /** Tensor names in file order of their data. */
+  names(): string[] {
+    return [...this.entries.keys()];
+  }
+
+  /** The values of `name` as f32 (F32 copied, F16/BF16/F64 converted); throws for other dtypes. */
+  getF32(name: string): Float32Array {
+    const e = this.entries.get(name);
+    if (!e) throw new SafetensorsError(this.#where, `no tensor named ${name}`);
+    const raw = this.#data.slice(e.offsets[0], e.offsets[1]);
+    const dv = new DataView(raw.buffer);
+    const n = raw.length / DTYPE_BYTES[e.dtype];
+    const out = new Float32Array(n);
+    switch (e.dtype) {
+      case "F32":
+        for (let i = 0; i < n; i++) out[i] = dv.getFloat32(i * 4, true);
+        return out;
+      case "F64":
+        for (let i = 0; i < n; i++) out[i] = dv.getFloat64(i * 8, true);
+        return out;
+      case "F16":
+        for (let i = 0; i < n; i++) out[i] = f16ToF32(dv.getUint16(i * 2, true));
+        return out;
+      case "BF16": {
+        const u = new Uint32Array(out.buffer);
+        for (let i = 0; i < n; i++) u[i] = dv.getUint16(i * 2, true) << 16;
+        return out;
+      }
+      default:
+        throw new SafetensorsError(this.#where, `tensor ${name}: dtype ${e.dtype} cannot be read as f32`);
+    }
+  }
+}
+
+/** IEEE half → f32. */
+export function f16ToF32(h: number): number {
+  const s = h & 0x8000 ? -1 : 1;
+  const e = (h >> 10) & 0x1f;
+  const f = h & 0x3ff;
+  if (e === 0) return s * f * 2 ** -24;
+  if (e === 31) return f ? NaN : s * Infinity;
+  return s * (1 + f / 1024) * 2 ** (e - 15);
+}
+
+/** A tensor to write: shape and f32 values. */
+export interface F32Tensor {
+  /** Dimensions. */
+  shape: readonly number[];
+  /** Row-major values. */
+  data: Float32Array;
+}
+
+/** Serializes tensors (F32, in the given order) and string metadata to safetensors bytes. */
+export function encodeSafetensors(
+  tensors: Record<string, F32Tensor>,
+  metadata: Record<string, string> = {},
+): Uint8Array {
+  const header: Record<string, unknown> = {};
+  if (Object.keys(metadata).length) header.__metadata__ = metadata;
+  let offset = 0;
+  for (const [name, t] of Object.entries(tensors)) {
+    const n = t.shape.reduce((p, d) => p * d, 1);
+    if (n !== t.data.length) {
+      throw new Error(`safetensors: ${name} has ${t.data.length} values for shape [${t.shape}]`);
+    }
+    header[name] = { dtype: "F32", shape: [...t.shape], data_offsets: [offset, offset + n * 4] };
+    offset += n * 4;
+  }
+  let json = JSON.stringify(header);
+  // Pad the header with spaces so the data starts 8-byte aligned, as the reference writer does.
+  json += " ".repeat((8 - ((8 + new TextEncoder().encode(json).length) % 8)) % 8);
+  const head = new TextEncoder().encode(json);
+  const out = new Uint8Array(8 + head.length + offset);
+  new DataView(out.buffer).setBigUint64(0, BigInt(head.length), true);
+  out.set(head, 8);
+  let at = 8 + head.length;
+  const dv = new DataView(out.buffer);
+  for (const t of Object.values(tensors)) {
+    for (let i = 0; i < t.data.length; i++) dv.setFloat32(at + i * 4, t.data[i], true);
+    at += t.data.length * 4;
+  }
+  return out;
+}
+
+/** Writes `bytes` to `path` atomically: a temporary file in the same folder, then a rename. */
+export async function writeFileAtomic(path: string, bytes: Uint8Array | string): Promise<void> {
+  const tmp = `${path}.tmp-${Deno.pid}-${Date.now()}`;
+  try {
+    if (typeof bytes === "string") await Deno.writeTextFile(tmp, bytes);
+    else await Deno.writeFile(tmp, bytes);
+    await Deno.rename(tmp, path);
+  } catch (e) {
+    await Deno.remove(tmp).catch(() => {});
+    throw e;
+  }
+}
+
+/** Reads and parses a .safetensors file. */
+export async function readSafetensorsFile(path: string): Promise<Safetensors> {
+  return new Safetensors(await Deno.readFile(path), path);
+}
