@@ -129,7 +129,7 @@ gpuTest(
   },
 );
 
-Deno.test("the packed form is the one that transposes fewer elements", () => {
+Deno.test("the packed form is the one with less estimated transpose + core time", () => {
   const s = (m: number, n: number, k: number, transA: boolean, transB: boolean) => ({
     m,
     n,
@@ -140,7 +140,8 @@ Deno.test("the packed form is the one that transposes fewer elements", () => {
     strideA: 0,
     strideB: 0,
   });
-  equal(choosePackedForm(s(4096, 1024, 256, false, false), 16384), "dot"); // x·W: transpose W only
+  equal(choosePackedForm(s(4096, 1024, 256, false, false), 16384), "outer"); // x·W: transposing x beats the slower dot core
+  equal(choosePackedForm(s(16384, 256, 64, false, false), 16384), "dot"); // narrow W: transposing it is cheaper
   equal(choosePackedForm(s(256, 1024, 4096, false, false), 16384), "outer"); // transpose A (smaller)
   equal(choosePackedForm(s(4096, 256, 1024, false, true), 16384), "dot"); // dY·Wᵀ: no transpose
   equal(choosePackedForm(s(256, 1024, 4096, true, false), 16384), "outer"); // xᵀ·dY: no transpose
