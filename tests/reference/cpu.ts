@@ -78,3 +78,31 @@ export function embeddingRef(table: ArrayLike<number>, ids: ArrayLike<number>, d
   for (let i = 0; i < ids.length; i++) for (let j = 0; j < d; j++) out[i * d + j] = table[ids[i] * d + j];
   return out;
 }
+
+/** Causal self-attention from packed qkv [B, T, 3C] with nHead heads → [B, T, C]. */
+export function attentionRef(qkv: ArrayLike<number>, b: number, t: number, c: number, nHead: number): Float64Array {
+  const hd = c / nHead;
+  const out = new Float64Array(b * t * c);
+  const at = (bb: number, tt: number, col: number) => qkv[(bb * t + tt) * 3 * c + col];
+  for (let bb = 0; bb < b; bb++) {
+    for (let h = 0; h < nHead; h++) {
+      for (let i = 0; i < t; i++) {
+        const s: number[] = [];
+        for (let j = 0; j <= i; j++) {
+          let d = 0;
+          for (let k = 0; k < hd; k++) d += at(bb, i, h * hd + k) * at(bb, j, c + h * hd + k);
+          s.push(d / Math.sqrt(hd));
+        }
+        const m = Math.max(...s);
+        const e = s.map((v) => Math.exp(v - m));
+        const z = e.reduce((p, v) => p + v, 0);
+        for (let k = 0; k < hd; k++) {
+          let o = 0;
+          for (let j = 0; j <= i; j++) o += (e[j] / z) * at(bb, j, 2 * c + h * hd + k);
+          out[(bb * t + i) * c + h * hd + k] = o;
+        }
+      }
+    }
+  }
+  return out;
+}

@@ -1,0 +1,287 @@
+/**
+ * Fused causal self-attention over GPT-2's packed qkv [B, T, 3C] (q, k, v side by side, head h at
+ * columns h·hd .. h·hd+hd-1 of each), flash-style: one invocation per (batch, head, position) walks
+ * the keys in blocks with an online softmax, so no T×T matrix is ever stored; forward saves the
+ * log-sum-exp per row, backward recomputes the probabilities from it:
+ * - dQ pass, per query i: D_i = dO_i·O_i, dQ_i = scale·Σ_{j≤i} p_ij (dO_i·v_j − D_i) k_j
+ * - dKV pass, per key j: dV_j = Σ_{i≥j} p_ij dO_i, dK_j = scale·Σ_{i≥j} p_ij (dO_i·v_j − D_i) q_i
+ * Two sources: `storage` reads the buffers; `texture` reads rgba32float copies of them (software
+ * adapters, where texture reads are far cheaper than buffer reads, see matmul_packed.ts).
+ */
+import { f32, type Kernel, WGSL_GRID_PARAMS, WGSL_GROUP_INDEX } from "./kernel.ts";
+
+/** Sizes of an attention call. */
+export interface AttentionShape {
+  /** Batch. */
+  b: number;
+  /** Sequence length. */
+  t: number;
+  /** Heads. */
+  h: number;
+  /** Head dimension (a multiple of 4). */
+  hd: number;
+}
+
+/** Where the kernels read q, k, v, O and dO from. */
+export type AttentionSource = "storage" | "texture";
+
+/** Keys per online-softmax block (one rescale of the accumulator per block). */
+const BLOCK = 8;
+
+/** Workgroup size of the attention kernels. */
+export const ATTENTION_WG = 64;
+
+function common(s: AttentionShape, src: AttentionSource, names: string[]): string {
+  const c4 = (s.h * s.hd) / 4;
+  const decls = names.map((n, i) => {
+    const width = n === "qkv" ? 3 * c4 : c4;
+    return src === "texture"
+      ? `@group(0) @binding(${i}) var ${n}_t: texture_storage_2d<rgba32float, read>;
+fn ${n}(row: u32, c: u32) -> vec4<f32> { return textureLoad(${n}_t, vec2<u32>(c, row)); }`
+      : `@group(0) @binding(${i}) var<storage, read> ${n}_b: array<vec4<f32>>;
+fn ${n}(row: u32, c: u32) -> vec4<f32> { return ${n}_b[row * ${width}u + c]; }`;
+  });
+  return `const T = ${s.t}u;
+const H = ${s.h}u;
+const HD4 = ${s.hd / 4}u;
+const C4 = ${c4}u;
+const SCALE = ${f32(1 / Math.sqrt(s.hd))};
+${decls.join("\n")}`;
+}
+
+function key(s: AttentionShape, src: AttentionSource): string {
+  return `b${s.b}_t${s.t}_h${s.h}_hd${s.hd}_${src}`;
+}
+
+/** Forward: out [B, T, C] and lse [B, H, T]. Bindings: qkv, out, lse. */
+export function attentionForwardKernel(s: AttentionShape, src: AttentionSource): Kernel {
+  const n = s.b * s.h * s.t;
+  return {
+    name: "attention_forward",
+    key: key(s, src),
+    code: `${common(s, src, ["qkv"])}
+@group(0) @binding(1) var<storage, read_write> out: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read_write> lse: array<f32>;
+@compute @workgroup_size(${ATTENTION_WG})
+fn main(${WGSL_GRID_PARAMS}) {
+  let idx = ${WGSL_GROUP_INDEX} * ${ATTENTION_WG}u + lid;
+  if (idx >= ${n}u) { return; }
+  let i = idx % T;
+  let bh = idx / T;
+  let b = bh / H;
+  let h = bh % H;
+  let rowi = b * T + i;
+  var q: array<vec4<f32>, ${s.hd / 4}>;
+  var acc: array<vec4<f32>, ${s.hd / 4}>;
+  for (var d = 0u; d < HD4; d++) { q[d] = qkv(rowi, h * HD4 + d) * SCALE; acc[d] = vec4<f32>(); }
+  var m = -3.0e38;
+  var l = 0.0;
+  for (var j0 = 0u; j0 <= i; j0 += ${BLOCK}u) {
+    var sc: array<f32, ${BLOCK}>;
+    var mb = m;
+    for (var jj = 0u; jj < ${BLOCK}u; jj++) {
+      let j = j0 + jj;
+      var v = -3.0e38;
+      if (j <= i) {
+        var dsum = 0.0;
+        for (var d = 0u; d < HD4; d++) { dsum += dot(q[d], qkv(b * T + j, C4 + h * HD4 + d)); }
+        v = dsum;
+      }
+      sc[jj] = v;
+      mb = max(mb, v);
+    }
+    let corr = exp(m - mb);
+    l = l * corr;
+    for (var d = 0u; d < HD4; d++) { acc[d] = acc[d] * corr; }
+    for (var jj = 0u; jj < ${BLOCK}u; jj++) {
+      let j = j0 + jj;
+      if (j <= i) {
+        let p = exp(sc[jj] - mb);
+        l += p;
+        for (var d = 0u; d < HD4; d++) { acc[d] += p * qkv(b * T + j, 2u * C4 + h * HD4 + d); }
+      }
+    }
+    m = mb;
+  }
+  for (var d = 0u; d < HD4; d++) { out[rowi * C4 + h * HD4 + d] = acc[d] / l; }
+  lse[idx] = m + log(l);
+}`,
+  };
+}
+
+/**
+ * Backward, first pass: per query, D = dO·O (saved for the second pass) and dQ into the q columns
+ * of dqkv. Bindings: qkv, o, dout, lse, dd, dqkv.
+ */
+export function attentionBackwardQueryKernel(s: AttentionShape, src: AttentionSource): Kernel {
+  const n = s.b * s.h * s.t;
+  return {
+    name: "attention_backward_q",
+    key: key(s, src),
+    code: `${common(s, src, ["qkv", "o", "dout"])}
+@group(0) @binding(3) var<storage, read> lse: array<f32>;
+@group(0) @binding(4) var<storage, read_write> dd: array<f32>;
+@group(0) @binding(5) var<storage, read_write> dqkv: array<vec4<f32>>;
+@compute @workgroup_size(${ATTENTION_WG})
+fn main(${WGSL_GRID_PARAMS}) {
+  let idx = ${WGSL_GROUP_INDEX} * ${ATTENTION_WG}u + lid;
+  if (idx >= ${n}u) { return; }
+  let i = idx % T;
+  let bh = idx / T;
+  let b = bh / H;
+  let h = bh % H;
+  let rowi = b * T + i;
+  var q: array<vec4<f32>, ${s.hd / 4}>;
+  var g: array<vec4<f32>, ${s.hd / 4}>;
+  var dq: array<vec4<f32>, ${s.hd / 4}>;
+  var dsum = 0.0;
+  for (var d = 0u; d < HD4; d++) {
+    q[d] = qkv(rowi, h * HD4 + d) * SCALE;
+    g[d] = dout(rowi, h * HD4 + d);
+    dsum += dot(g[d], o(rowi, h * HD4 + d));
+    dq[d] = vec4<f32>();
+  }
+  dd[idx] = dsum;
+  let l = lse[idx];
+  for (var j = 0u; j <= i; j++) {
+    let rowj = b * T + j;
+    var sc = 0.0;
+    var dp = 0.0;
+    for (var d = 0u; d < HD4; d++) {
+      sc += dot(q[d], qkv(rowj, C4 + h * HD4 + d));
+      dp += dot(g[d], qkv(rowj, 2u * C4 + h * HD4 + d));
+    }
+    let ds = exp(sc - l) * (dp - dsum);
+    for (var d = 0u; d < HD4; d++) { dq[d] += ds * qkv(rowj, C4 + h * HD4 + d); }
+  }
+  for (var d = 0u; d < HD4; d++) { dqkv[rowi * 3u * C4 + h * HD4 + d] = dq[d] * SCALE; }
+}`,
+  };
+}
+
+/**
+ * Backward, second pass: per key, dK and dV into the k and v columns of dqkv (reads D from the
+ * first pass). Bindings: qkv, dout, lse, dd, dqkv.
+ */
+export function attentionBackwardKeyValueKernel(s: AttentionShape, src: AttentionSource): Kernel {
+  const n = s.b * s.h * s.t;
+  return {
+    name: "attention_backward_kv",
+    key: key(s, src),
+    code: `${common(s, src, ["qkv", "dout"])}
+@group(0) @binding(2) var<storage, read> lse: array<f32>;
+@group(0) @binding(3) var<storage, read> dd: array<f32>;
+@group(0) @binding(4) var<storage, read_write> dqkv: array<vec4<f32>>;
+@compute @workgroup_size(${ATTENTION_WG})
+fn main(${WGSL_GRID_PARAMS}) {
+  let idx = ${WGSL_GROUP_INDEX} * ${ATTENTION_WG}u + lid;
+  if (idx >= ${n}u) { return; }
+  let j = idx % T;
+  let bh = idx / T;
+  let b = bh / H;
+  let h = bh % H;
+  let rowj = b * T + j;
+  var k: array<vec4<f32>, ${s.hd / 4}>;
+  var v: array<vec4<f32>, ${s.hd / 4}>;
+  var dk: array<vec4<f32>, ${s.hd / 4}>;
+  var dv: array<vec4<f32>, ${s.hd / 4}>;
+  for (var d = 0u; d < HD4; d++) {
+    k[d] = qkv(rowj, C4 + h * HD4 + d) * SCALE;
+    v[d] = qkv(rowj, 2u * C4 + h * HD4 + d);
+    dk[d] = vec4<f32>();
+    dv[d] = vec4<f32>();
+  }
+  for (var i = j; i < T; i++) {
+    let rowi = b * T + i;
+    let r = bh * T + i;
+    var sc = 0.0;
+    var dp = 0.0;
+    for (var d = 0u; d < HD4; d++) {
+      sc += dot(qkv(rowi, h * HD4 + d), k[d]);
+      dp += dot(dout(rowi, h * HD4 + d), v[d]);
+    }
+    let p = exp(sc - lse[r]);
+    let ds = p * (dp - dd[r]);
+    for (var d = 0u; d < HD4; d++) {
+      dv[d] += p * dout(rowi, h * HD4 + d);
+      dk[d] += ds * qkv(rowi, h * HD4 + d);
+    }
+  }
+  for (var d = 0u; d < HD4; d++) {
+    dqkv[rowj * 3u * C4 + C4 + h * HD4 + d] = dk[d] * SCALE;
+    dqkv[rowj * 3u * C4 + 2u * C4 + h * HD4 + d] = dv[d];
+  }
+}`,
+  };
+}
+
+/**
+ * Heads of one part (0 q, 1 k, 2 v) of a [B, T, parts·C] tensor as [B, H, T, hd] (the non-fused
+ * reference path); with `scatter` the reverse: [B, H, T, hd] into those columns of [B, T, parts·C].
+ */
+export function headsKernel(s: AttentionShape, parts: number, part: number, scatter: boolean): Kernel {
+  const c = s.h * s.hd;
+  const n = s.b * s.t * c;
+  return {
+    name: scatter ? "heads_scatter" : "heads_gather",
+    key: `${key(s, "storage")}_p${parts}_${part}`,
+    code: `@group(0) @binding(0) var<storage, read> src: array<f32>;
+@group(0) @binding(1) var<storage, read_write> dst: array<f32>;
+@compute @workgroup_size(64)
+fn main(${WGSL_GRID_PARAMS}) {
+  let idx = ${WGSL_GROUP_INDEX} * 64u + lid;
+  if (idx >= ${n}u) { return; }
+  // idx enumerates [B, H, T, hd]
+  let d = idx % ${s.hd}u;
+  let t = (idx / ${s.hd}u) % ${s.t}u;
+  let h = (idx / ${s.hd * s.t}u) % ${s.h}u;
+  let b = idx / ${s.hd * s.t * s.h}u;
+  let wide = (b * ${s.t}u + t) * ${parts * c}u + ${part * c}u + h * ${s.hd}u + d;
+  ${scatter ? "dst[wide] = src[idx];" : "dst[idx] = src[wide];"}
+}`,
+  };
+}
+
+/** Row softmax of scale·x with a causal mask over [rows of T] (row i of each T×T block keeps j ≤ i). */
+export function causalSoftmaxKernel(rows: number, t: number, scale: number): Kernel {
+  return {
+    name: "causal_softmax",
+    key: `r${rows}_t${t}_s${scale}`,
+    code: `@group(0) @binding(0) var<storage, read> x: array<f32>;
+@group(0) @binding(1) var<storage, read_write> y: array<f32>;
+@compute @workgroup_size(64)
+fn main(${WGSL_GRID_PARAMS}) {
+  let r = ${WGSL_GROUP_INDEX} * 64u + lid;
+  if (r >= ${rows}u) { return; }
+  let i = r % ${t}u;
+  let o = r * ${t}u;
+  var m = -3.0e38;
+  for (var j = 0u; j <= i; j++) { m = max(m, x[o + j] * ${f32(scale)}); }
+  var z = 0.0;
+  for (var j = 0u; j <= i; j++) { z += exp(x[o + j] * ${f32(scale)} - m); }
+  for (var j = 0u; j < ${t}u; j++) {
+    if (j <= i) { y[o + j] = exp(x[o + j] * ${f32(scale)} - m) / z; } else { y[o + j] = 0.0; }
+  }
+}`,
+  };
+}
+
+/** dx = scale · y ⊙ (dy − Σ dy ⊙ y) per row (masked entries have y = 0, so dx = 0 there). */
+export function causalSoftmaxBackwardKernel(rows: number, t: number, scale: number): Kernel {
+  return {
+    name: "causal_softmax_backward",
+    key: `r${rows}_t${t}_s${scale}`,
+    code: `@group(0) @binding(0) var<storage, read> y: array<f32>;
+@group(0) @binding(1) var<storage, read> dy: array<f32>;
+@group(0) @binding(2) var<storage, read_write> dx: array<f32>;
+@compute @workgroup_size(64)
+fn main(${WGSL_GRID_PARAMS}) {
+  let r = ${WGSL_GROUP_INDEX} * 64u + lid;
+  if (r >= ${rows}u) { return; }
+  let o = r * ${t}u;
+  var s = 0.0;
+  for (var j = 0u; j < ${t}u; j++) { s += dy[o + j] * y[o + j]; }
+  for (var j = 0u; j < ${t}u; j++) { dx[o + j] = ${f32(scale)} * y[o + j] * (dy[o + j] - s); }
+}`,
+  };
+}
