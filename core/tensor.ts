@@ -89,11 +89,23 @@ export class Tensor {
   /** The tape node that produced it; null for leaves and after backward consumed it. */
   node: Node | null = null;
   readonly #alloc: Allocation;
+  /** Offset in elements into the buffer (non-zero only for views). */
+  readonly #offset: number;
+  /** The tensor a view shares its buffer with (it holds a reference to it). */
+  readonly #parent: Tensor | null;
   #refs = 1;
   #disposed = false;
 
-  /** Allocates an uninitialized tensor; prefer {@link fromArray}, {@link zeros}, {@link empty}. */
-  constructor(gpu: Gpu, shape: readonly number[], options: TensorOptions = {}) {
+  /**
+   * Allocates an uninitialized tensor; prefer {@link fromArray}, {@link zeros}, {@link empty}.
+   * With `view`, shares `view.parent`'s buffer from element `view.offset` instead (see {@link rows}).
+   */
+  constructor(
+    gpu: Gpu,
+    shape: readonly number[],
+    options: TensorOptions = {},
+    view?: { parent: Tensor; offset: number },
+  ) {
     const name = options.name ?? `t${nextId++}`;
     this.size = shapeSize(shape, `tensor ${name}`);
     this.gpu = gpu;
@@ -101,8 +113,53 @@ export class Tensor {
     this.dtype = options.dtype ?? "f32";
     this.name = name;
     this.requiresGrad = options.requiresGrad ?? false;
-    this.#alloc = gpu.memory.alloc(this.size * 4, options.category ?? outputCategory, name);
+    if (view) {
+      view.parent.retain();
+      this.#alloc = view.parent.#alloc;
+      this.#offset = view.parent.#offset + view.offset;
+      this.#parent = view.parent;
+    } else {
+      this.#alloc = gpu.memory.alloc(this.size * 4, options.category ?? outputCategory, name);
+      this.#offset = 0;
+      this.#parent = null;
+    }
     scopes.at(-1)?.push(this);
+  }
+
+  /**
+   * A view of rows [r0, r1) of the first dimension, sharing this tensor's buffer (no copy, no
+   * bytes in the accounting); not differentiable. Fused ops use it to process big tensors in chunks.
+   */
+  rows(r0: number, r1: number): Tensor {
+    const n = this.shape[0];
+    if (!(Number.isInteger(r0) && Number.isInteger(r1) && 0 <= r0 && r0 < r1 && r1 <= n)) {
+      throw new Error(
+        `tensor ${this.name} [${this.shape.join(", ")}]: rows(${r0}, ${r1}) is not a range within [0, ${n}]`,
+      );
+    }
+    const per = this.size / n;
+    return new Tensor(this.gpu, [r1 - r0, ...this.shape.slice(1)], {
+      dtype: this.dtype,
+      name: `${this.name}[${r0}:${r1}]`,
+    }, { parent: this, offset: r0 * per });
+  }
+
+  /** A view with another shape of the same size, sharing this tensor's buffer; not differentiable. */
+  view(shape: readonly number[]): Tensor {
+    if (shapeSize(shape, `view of ${this.name}`) !== this.size) {
+      throw new Error(
+        `tensor ${this.name} [${this.shape.join(", ")}] cannot be viewed as [${shape.join(", ")}]`,
+      );
+    }
+    return new Tensor(this.gpu, shape, { dtype: this.dtype, name: `${this.name}.view` }, {
+      parent: this,
+      offset: 0,
+    });
+  }
+
+  /** Byte offset of its data in {@link buffer} (non-zero only for views). */
+  get byteOffset(): number {
+    return this.#offset * 4;
   }
 
   /** Bytes of data (4 per element). */
@@ -140,11 +197,18 @@ export class Tensor {
           `maxStorageBufferBindingSize of ${limit} bytes`,
       );
     }
-    return { buffer: this.buffer, offset: 0, size: this.bytes };
+    const align = this.gpu.device.limits.minStorageBufferOffsetAlignment;
+    if (this.byteOffset % align !== 0) {
+      throw new Error(
+        `${op}: view ${this.name} starts at byte ${this.byteOffset}, not a multiple of this device's minStorageBufferOffsetAlignment (${align})`,
+      );
+    }
+    return { buffer: this.buffer, offset: this.byteOffset, size: this.bytes };
   }
 
   /** Moves its bytes to another memory category. */
   retag(category: Category): void {
+    if (this.#parent) throw new Error(`tensor ${this.name}: a view cannot change category`);
     this.gpu.memory.retag(this.#alloc, category);
   }
 
@@ -156,7 +220,9 @@ export class Tensor {
 
   /** Drops a reference; the buffer returns to the pool when none is left. */
   release(): void {
-    if (--this.#refs === 0) this.gpu.memory.free(this.#alloc);
+    if (--this.#refs > 0) return;
+    if (this.#parent) this.#parent.release();
+    else this.gpu.memory.free(this.#alloc);
   }
 
   /** References held: 1 for the owner plus one per tape node saving it. */
@@ -190,7 +256,7 @@ export class Tensor {
 
   /** Records a copy to host memory; resolves after the next submit has run. */
   async read(): Promise<Float32Array | Uint32Array> {
-    const data = await this.gpu.read(this.buffer, 0, this.bytes);
+    const data = await this.gpu.read(this.buffer, this.byteOffset, this.bytes);
     return this.dtype === "u32" ? new Uint32Array(data) : new Float32Array(data);
   }
 
@@ -214,13 +280,13 @@ export class Tensor {
       );
     }
     const arr = this.dtype === "u32" ? Uint32Array.from(data) : Float32Array.from(data);
-    this.gpu.write(this.buffer, 0, arr);
+    this.gpu.write(this.buffer, this.byteOffset, arr);
   }
 
   /** Records filling every element with `value`. */
   fill(value: number): void {
     if (value === 0) {
-      this.gpu.clear(this.buffer, 0, this.bytes);
+      this.gpu.clear(this.buffer, this.byteOffset, this.bytes);
       return;
     }
     const k = fillKernel(this.size, value);

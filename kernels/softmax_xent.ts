@@ -59,18 +59,21 @@ fn main() {
   };
 }
 
-/** dx[n, j] = g·scale·m[n]·(softmax(x[n])[j] − [j = t[n]]). */
-export function xentBackwardKernel(rows: number, v: number): Kernel {
+/**
+ * dx[n, j] = g·scale·m[n]·(softmax(x[n])[j] − [j = t[n]]); with `inPlace`, dx overwrites x (the
+ * chunked LM head recomputes logits and needs no second buffer).
+ */
+export function xentBackwardKernel(rows: number, v: number, inPlace = false): Kernel {
   return {
     name: "xent_backward",
-    key: `r${rows}_v${v}`,
-    code: `@group(0) @binding(0) var<storage, read> x: array<f32>;
+    key: `r${rows}_v${v}_inplace${+inPlace}`,
+    code: `@group(0) @binding(0) var<storage, ${inPlace ? "read_write" : "read"}> x: array<f32>;
 @group(0) @binding(1) var<storage, read> tgt: array<u32>;
 @group(0) @binding(2) var<storage, read> mask: array<f32>;
 @group(0) @binding(3) var<storage, read> lse: array<f32>;
 @group(0) @binding(4) var<storage, read> scale: array<f32>;
 @group(0) @binding(5) var<storage, read> g: array<f32>;
-@group(0) @binding(6) var<storage, read_write> dx: array<f32>;
+${inPlace ? "" : "@group(0) @binding(6) var<storage, read_write> dx: array<f32>;"}
 @compute @workgroup_size(64)
 fn main(${WGSL_GRID_PARAMS}) {
   let i = ${WGSL_GROUP_INDEX} * 64u + lid;
@@ -80,7 +83,7 @@ fn main(${WGSL_GRID_PARAMS}) {
   let w = g[0] * scale[0] * mask[r];
   var d = exp(x[i] - lse[r]);
   if (j == tgt[r]) { d -= 1.0; }
-  dx[i] = w * d;
+  ${inPlace ? "x" : "dx"}[i] = w * d;
 }`,
   };
 }

@@ -139,3 +139,28 @@ gpuTest("memory refuses a buffer beyond the device's maxBufferSize, naming it", 
   );
   throws(() => gpu.memory.alloc(0, "weights", "nothing"), /cannot allocate 0 bytes for nothing/);
 });
+
+gpuTest("row views share their tensor's buffer: no bytes counted, freed only after the view", async (gpu) => {
+  await gpu.submit();
+  const before = gpu.memory.stats().liveTotal;
+  const t = fromArray(gpu, [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11], [6, 2], { name: "rows_parent" });
+  const v = t.rows(2, 4);
+  deepEqual(v.shape, [2, 2]);
+  equal(gpu.memory.stats().liveTotal - before, 48);
+  deepEqual([...await v.download()], [4, 5, 6, 7]);
+  t.dispose();
+  equal(gpu.memory.stats().liveTotal - before, 48, "the view keeps the buffer alive");
+  const flat = v.view([4]);
+  deepEqual([...await flat.download()], [4, 5, 6, 7]);
+  v.dispose();
+  equal(gpu.memory.stats().liveTotal - before, 48, "a view of the view keeps it alive");
+  flat.dispose();
+  equal(gpu.memory.stats().liveTotal, before);
+  const u = fromArray(gpu, new Float32Array(12), [12]);
+  throws(
+    () => u.rows(1, 2).binding("op"),
+    /view .* starts at byte 4, not a multiple of this device's minStorageBufferOffsetAlignment/,
+  );
+  throws(() => u.rows(3, 13), /rows\(3, 13\) is not a range within \[0, 12\]/);
+  throws(() => u.view([5]), /cannot be viewed as \[5\]/);
+});

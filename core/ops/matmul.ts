@@ -22,16 +22,20 @@ export interface MatmulOptions {
   variant?: MatmulVariant;
 }
 
-/** Records C = op(A)·op(B) for the problem `s` into a new tensor of `shape`. */
+/**
+ * Records C = op(A)·op(B) for the problem `s` into a new tensor of `shape`, or into `out` (e.g. a
+ * row view of a bigger tensor); not recorded on the tape.
+ */
 export function runMatmul(
   a: Tensor,
   b: Tensor,
   s: MatmulShape,
   shape: readonly number[],
   variant?: MatmulVariant,
+  out?: Tensor,
 ): Tensor {
   const gpu = a.gpu;
-  const c = empty(gpu, shape, { name: "matmul" });
+  const c = out ?? empty(gpu, shape, { name: "matmul" });
   if ((variant ?? (gpu.cpuLike ? "packed" : "tiled")) === "packed") {
     runPacked(a, b, c, s);
   } else {

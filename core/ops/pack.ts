@@ -40,15 +40,24 @@ export function pack(
   // Buffer-to-texture copies need 256-byte rows: 64 floats along the contiguous dimension.
   const copyable = cols % 64 === 0 && (batch === 1 || stride === rows * cols);
   if (copyable && !transpose) {
-    if (itemRows === rows) gpu.copyToTexture(src.buffer, 0, cols * 4, tex.texture, 0, cols / 4, batch * rows);
-    else {
+    if (itemRows === rows) {
+      gpu.copyToTexture(src.buffer, src.byteOffset, cols * 4, tex.texture, 0, cols / 4, batch * rows);
+    } else {
       for (let b = 0; b < batch; b++) {
-        gpu.copyToTexture(src.buffer, b * stride * 4, cols * 4, tex.texture, b * itemRows, cols / 4, rows);
+        gpu.copyToTexture(
+          src.buffer,
+          src.byteOffset + b * stride * 4,
+          cols * 4,
+          tex.texture,
+          b * itemRows,
+          cols / 4,
+          rows,
+        );
       }
     }
   } else if (copyable) {
     const staging = gpu.memory.allocTexture(cols / 4, batch * rows, "workspace", `${label}_rows`);
-    gpu.copyToTexture(src.buffer, 0, cols * 4, staging.texture, 0, cols / 4, batch * rows);
+    gpu.copyToTexture(src.buffer, src.byteOffset, cols * 4, staging.texture, 0, cols / 4, batch * rows);
     gpu.dispatch(
       transposePackKernel(rows, cols, width, itemRows, batch),
       [staging.texture.createView(), tex.texture.createView()],
@@ -64,4 +73,3 @@ export function pack(
   }
   return tex;
 }
-

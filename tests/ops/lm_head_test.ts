@@ -1,0 +1,61 @@
+import { equal, throws } from "node:assert/strict";
+import { backward } from "../../core/autograd.ts";
+import { lmHeadChunkRows, lmHeadLoss } from "../../core/ops/lm_head.ts";
+import { fromArray } from "../../core/tensor.ts";
+import { crossEntropyRef, matmulRef } from "../reference/cpu.ts";
+import { assertClose, checkOp, gpuTest, param, randomArray, rng } from "../helpers.ts";
+
+const [ROWS, C, V] = [150, 8, 37];
+const rand = rng(11);
+const targets = Array.from({ length: ROWS }, () => Math.floor(rand() * V));
+const mask = Array.from({ length: ROWS }, (_, i) => (i % 7 === 3 ? 0 : 1));
+
+for (const chunkRows of [64, undefined]) {
+  gpuTest(
+    `LM head loss ${
+      chunkRows ? "in chunks of 64 rows" : "in one piece"
+    } matches the reference and finite differences`,
+    async (gpu) => {
+      const t = fromArray(gpu, targets, [ROWS], { dtype: "u32" });
+      const m = fromArray(gpu, mask, [ROWS]);
+      await checkOp(gpu, {
+        shapes: [[2, 75, C], [V, C]],
+        run: ([x, wte]) => lmHeadLoss(x, wte, t, m, { chunkRows }),
+        reference: ([x, wte]) =>
+          Float64Array.of(crossEntropyRef(matmulRef(x, wte, ROWS, V, C, false, true), targets, mask, V)),
+        maxDifferences: 60,
+      });
+      t.dispose();
+      m.dispose();
+    },
+  );
+}
+
+gpuTest("chunked and whole LM head give the same loss and gradients", async (gpu) => {
+  const r = rng(5);
+  const x0 = randomArray(r, ROWS * C, -2, 2), w0 = randomArray(r, V * C);
+  const t = fromArray(gpu, targets, [ROWS], { dtype: "u32" });
+  const m = fromArray(gpu, mask, [ROWS]);
+  const runs = [];
+  for (const chunkRows of [64, ROWS]) {
+    const x = param(gpu, x0, [ROWS, C], "x");
+    const w = param(gpu, w0, [V, C], "wte");
+    const loss = lmHeadLoss(x, w, t, m, { chunkRows });
+    const value = await loss.download();
+    backward(loss);
+    runs.push({ value, dx: await x.grad!.download(), dw: await w.grad!.download() });
+    for (const p of [x, w, loss]) p.dispose();
+  }
+  assertClose(runs[0].value, runs[1].value, { what: "loss" });
+  assertClose(runs[0].dx, runs[1].dx, { what: "dx", atol: 1e-6 });
+  assertClose(runs[0].dw, runs[1].dw, { what: "dwte", atol: 1e-6 });
+});
+
+Deno.test("chunk rows keep a chunk's logits within the binding limit", () => {
+  const limit = 128 * 2 ** 20;
+  const rows = lmHeadChunkRows(50257, limit);
+  equal(rows % 64, 0);
+  equal(rows * 50257 * 4 <= limit, true);
+  equal((rows + 64) * 50257 * 4 > limit, true);
+  throws(() => lmHeadChunkRows(1e6, 1e6), /fewer than 64 rows/);
+});
