@@ -1,0 +1,287 @@
+/**
+ * GPT-2 as Hugging Face defines it (GPT2LMHeadModel): token + position embeddings, pre-LN blocks
+ * (ln_1 → causal self-attention c_attn/c_proj → residual, ln_2 → MLP c_fc/gelu_new/c_proj →
+ * residual), ln_f, and an LM head tied to wte. Parameter names are the checkpoint's
+ * (`h.0.attn.c_attn.weight`). Fresh models use nanoGPT's init: N(0, 0.02²), c_proj weights scaled
+ * by 1/√(2·n_layer), biases 0, LayerNorms 1 and 0.
+ */
+import type { Gpu } from "../gpu.ts";
+import { attention } from "../ops/attention.ts";
+import { add } from "../ops/elementwise.ts";
+import { gelu } from "../ops/gelu.ts";
+import { lmHeadLoss } from "../ops/lm_head.ts";
+import { matmul } from "../ops/matmul.ts";
+import { Rng } from "../random.ts";
+import { fromArray, type Tensor } from "../tensor.ts";
+import {
+  Embedding,
+  emptyParams,
+  initParams,
+  LayerNorm,
+  Linear,
+  type LinearLike,
+  type Module,
+  type ParamFactory,
+} from "./layers.ts";
+
+/** Model sizes (Hugging Face config.json names in comments). */
+export interface GPTConfig {
+  /** vocab_size */
+  vocabSize: number;
+  /** n_positions: the longest sequence. */
+  blockSize: number;
+  /** n_layer */
+  nLayer: number;
+  /** n_head */
+  nHead: number;
+  /** n_embd */
+  nEmbd: number;
+  /** layer_norm_epsilon (default 1e-5). */
+  layerNormEps?: number;
+}
+
+/** Token ids and, for a loss, targets and their mask; row-major [batchSize, blockSize]. */
+export interface ModelInput {
+  /** Input token ids. */
+  ids: Uint32Array;
+  /** Next-token targets (needed for a loss). */
+  targets?: Uint32Array;
+  /** 1 where a target counts, 0 where it is ignored (default: all count). */
+  mask?: Float32Array;
+  /** Rows. */
+  batchSize: number;
+  /** Tokens per row. */
+  blockSize: number;
+}
+
+/** Throws unless `c` describes a model we can build. */
+export function validateConfig(c: GPTConfig): void {
+  for (const k of ["vocabSize", "blockSize", "nLayer", "nHead", "nEmbd"] as const) {
+    if (!Number.isInteger(c[k]) || c[k] <= 0) {
+      throw new Error(`GPT config: ${k} = ${c[k]} must be a positive integer`);
+    }
+  }
+  if (c.nEmbd % c.nHead !== 0 || (c.nEmbd / c.nHead) % 4 !== 0) {
+    throw new Error(
+      `GPT config: n_embd ${c.nEmbd} must split into ${c.nHead} heads whose size is a multiple of 4`,
+    );
+  }
+}
+
+/** Causal self-attention: c_attn → attention → c_proj. */
+export class Attention implements Module {
+  c_attn: LinearLike;
+  c_proj: LinearLike;
+  readonly nHead: number;
+  /** Use the fused kernels (default) or the non-fused reference path. */
+  fused = true;
+
+  /** Parameters from `make`. */
+  constructor(make: ParamFactory, c: GPTConfig, name: string) {
+    this.nHead = c.nHead;
+    this.c_attn = new Linear(make, c.nEmbd, 3 * c.nEmbd, 0.02, `${name}.c_attn`);
+    this.c_proj = new Linear(make, c.nEmbd, c.nEmbd, 0.02 / Math.sqrt(2 * c.nLayer), `${name}.c_proj`);
+  }
+
+  /** [B, T, C] → [B, T, C]. */
+  forward(x: Tensor): Tensor {
+    const qkv = this.c_attn.forward(x);
+    const y = attention(qkv, this.nHead, { fused: this.fused });
+    qkv.dispose();
+    const out = this.c_proj.forward(y);
+    y.dispose();
+    return out;
+  }
+
+  /** `c_attn.*`, `c_proj.*`. */
+  namedParameters(): [string, Tensor][] {
+    return [...prefix("c_attn", this.c_attn), ...prefix("c_proj", this.c_proj)];
+  }
+}
+
+/** MLP: c_fc → gelu_new → c_proj (hidden size 4·C). */
+export class MLP implements Module {
+  c_fc: LinearLike;
+  c_proj: LinearLike;
+
+  /** Parameters from `make`. */
+  constructor(make: ParamFactory, c: GPTConfig, name: string) {
+    this.c_fc = new Linear(make, c.nEmbd, 4 * c.nEmbd, 0.02, `${name}.c_fc`);
+    this.c_proj = new Linear(make, 4 * c.nEmbd, c.nEmbd, 0.02 / Math.sqrt(2 * c.nLayer), `${name}.c_proj`);
+  }
+
+  /** [B, T, C] → [B, T, C]. */
+  forward(x: Tensor): Tensor {
+    const h = this.c_fc.forward(x);
+    const a = gelu(h);
+    h.dispose();
+    const out = this.c_proj.forward(a);
+    a.dispose();
+    return out;
+  }
+
+  /** `c_fc.*`, `c_proj.*`. */
+  namedParameters(): [string, Tensor][] {
+    return [...prefix("c_fc", this.c_fc), ...prefix("c_proj", this.c_proj)];
+  }
+}
+
+/** One pre-LN transformer block. */
+export class Block implements Module {
+  ln_1: LayerNorm;
+  attn: Attention;
+  ln_2: LayerNorm;
+  mlp: MLP;
+
+  /** Parameters from `make`. */
+  constructor(make: ParamFactory, c: GPTConfig, name: string) {
+    const eps = c.layerNormEps ?? 1e-5;
+    this.ln_1 = new LayerNorm(make, c.nEmbd, eps, `${name}.ln_1`);
+    this.attn = new Attention(make, c, `${name}.attn`);
+    this.ln_2 = new LayerNorm(make, c.nEmbd, eps, `${name}.ln_2`);
+    this.mlp = new MLP(make, c, `${name}.mlp`);
+  }
+
+  /** x + attn(ln_1(x)), then + mlp(ln_2(·)). */
+  forward(x: Tensor): Tensor {
+    const a = residual(x, this.ln_1, (t) => this.attn.forward(t));
+    const out = residual(a, this.ln_2, (t) => this.mlp.forward(t));
+    a.dispose();
+    return out;
+  }
+
+  /** `ln_1.*`, `attn.*`, `ln_2.*`, `mlp.*`. */
+  namedParameters(): [string, Tensor][] {
+    return [
+      ...prefix("ln_1", this.ln_1),
+      ...prefix("attn", this.attn),
+      ...prefix("ln_2", this.ln_2),
+      ...prefix("mlp", this.mlp),
+    ];
+  }
+}
+
+function residual(x: Tensor, ln: LayerNorm, f: (t: Tensor) => Tensor): Tensor {
+  const n = ln.forward(x);
+  const y = f(n);
+  n.dispose();
+  const out = add(x, y);
+  y.dispose();
+  return out;
+}
+
+function prefix(p: string, m: Module): [string, Tensor][] {
+  return m.namedParameters().map(([n, t]) => [`${p}.${n}`, t]);
+}
+
+/** GPT-2 language model with tied LM head. */
+export class GPT implements Module {
+  readonly gpu: Gpu;
+  readonly config: Required<GPTConfig>;
+  wte: Embedding;
+  wpe: Embedding;
+  h: Block[];
+  ln_f: LayerNorm;
+
+  /**
+   * A fresh model with nanoGPT's init drawn from `seed`, or (with `init: false`) uninitialized
+   * parameters for a checkpoint loader to fill.
+   */
+  constructor(gpu: Gpu, config: GPTConfig, options: { seed?: number; init?: boolean } = {}) {
+    validateConfig(config);
+    this.gpu = gpu;
+    this.config = { layerNormEps: 1e-5, ...config };
+    const c = this.config;
+    const make = options.init === false ? emptyParams(gpu) : initParams(gpu, new Rng(options.seed ?? 0));
+    this.wte = new Embedding(make, c.vocabSize, c.nEmbd, 0.02, "wte");
+    this.wpe = new Embedding(make, c.blockSize, c.nEmbd, 0.02, "wpe");
+    this.h = Array.from({ length: c.nLayer }, (_, i) => new Block(make, c, `h.${i}`));
+    this.ln_f = new LayerNorm(make, c.nEmbd, c.layerNormEps, "ln_f");
+  }
+
+  /** Every parameter with its checkpoint name (`wte.weight`, `h.0.attn.c_attn.weight`, ...). */
+  namedParameters(): [string, Tensor][] {
+    return [
+      ...prefix("wte", this.wte),
+      ...prefix("wpe", this.wpe),
+      ...this.h.flatMap((b, i) => prefix(`h.${i}`, b)),
+      ...prefix("ln_f", this.ln_f),
+    ];
+  }
+
+  /** Number of parameters (the tied head counted once). */
+  parameterCount(): number {
+    return this.namedParameters().reduce((n, [, t]) => n + t.size, 0);
+  }
+
+  /** Final hidden states ln_f(...) for `input.ids`: [B, T, C]. */
+  hidden(input: ModelInput): Tensor {
+    const { batchSize: b, blockSize: t } = input;
+    if (t > this.config.blockSize) {
+      throw new Error(
+        `GPT: sequence of ${t} tokens exceeds the model's n_positions ${this.config.blockSize}`,
+      );
+    }
+    if (input.ids.length !== b * t) {
+      throw new Error(`GPT: ${input.ids.length} ids for a batch of ${b}×${t}`);
+    }
+    const gpu = this.gpu;
+    const ids = fromArray(gpu, input.ids, [b, t], { dtype: "u32", name: "ids" });
+    const posHost = Uint32Array.from({ length: b * t }, (_, i) => i % t);
+    const pos = fromArray(gpu, posHost, [b, t], { dtype: "u32", name: "positions" });
+    const tok = this.wte.forward(ids, input.ids);
+    const posEmb = this.wpe.forward(pos, posHost);
+    let x = add(tok, posEmb);
+    for (const u of [ids, pos, tok, posEmb]) u.dispose();
+    for (const block of this.h) {
+      const next = block.forward(x);
+      x.dispose();
+      x = next;
+    }
+    const out = this.ln_f.forward(x);
+    x.dispose();
+    return out;
+  }
+
+  /** Logits [B, T, V] (the LM head tied to wte). */
+  logits(input: ModelInput): Tensor {
+    const x = this.hidden(input);
+    const out = matmul(x, this.wte.weight, { transB: true });
+    x.dispose();
+    return out;
+  }
+
+  /** Mean cross-entropy of next-token prediction over the targets the mask counts (one element). */
+  loss(input: ModelInput): Tensor {
+    const { batchSize: b, blockSize: t } = input;
+    if (!input.targets) throw new Error("GPT.loss: the input has no targets");
+    if (input.targets.length !== b * t || (input.mask && input.mask.length !== b * t)) {
+      throw new Error(`GPT.loss: targets and mask need ${b * t} entries for a batch of ${b}×${t}`);
+    }
+    const v = this.config.vocabSize;
+    input.targets.forEach((id, i) => {
+      if (id >= v) {
+        throw new Error(`GPT.loss: target ${id} at position ${i} is outside the vocabulary of ${v}`);
+      }
+    });
+    const gpu = this.gpu;
+    const x = this.hidden(input);
+    const targets = fromArray(gpu, input.targets, [b * t], { dtype: "u32", name: "targets" });
+    const mask = fromArray(gpu, input.mask ?? new Float32Array(b * t).fill(1), [b * t], {
+      name: "loss_mask",
+    });
+    const loss = lmHeadLoss(x, this.wte.weight, targets, mask);
+    for (const u of [x, targets, mask]) u.dispose();
+    return loss;
+  }
+
+  /** Chooses the fused attention kernels (default) or the non-fused reference path in every block. */
+  setFusedAttention(fused: boolean): void {
+    for (const b of this.h) b.attn.fused = fused;
+  }
+
+  /** Frees every parameter (and its gradient). */
+  dispose(): void {
+    for (const [, t] of this.namedParameters()) t.dispose();
+  }
+}

@@ -1,0 +1,142 @@
+/**
+ * The layers GPT-2 is made of, named as in its checkpoints: Linear (GPT-2's Conv1D: weight stored
+ * [in, out], y = x·W + b), LayerNorm and Embedding. Each owns its parameters (category `weights`).
+ */
+import type { Gpu } from "../gpu.ts";
+import { add } from "../ops/elementwise.ts";
+import { embedding } from "../ops/embedding.ts";
+import { layerNorm } from "../ops/layernorm.ts";
+import { matmul } from "../ops/matmul.ts";
+import type { Rng } from "../random.ts";
+import { empty, fromArray, type Tensor } from "../tensor.ts";
+
+/** Something with named parameters. */
+export interface Module {
+  /** Parameters with their checkpoint names relative to this module, e.g. `weight`. */
+  namedParameters(): [string, Tensor][];
+}
+
+/** A module mapping [..., in] to [..., out]; LoRA wraps one of these. */
+export interface LinearLike extends Module {
+  /** Input features. */
+  readonly inFeatures: number;
+  /** Output features. */
+  readonly outFeatures: number;
+  /** y = f(x). */
+  forward(x: Tensor): Tensor;
+}
+
+/** How a fresh parameter is filled: N(0, std²) or a constant. */
+export type Fill = { normal: number } | { constant: number };
+
+/** Makes a parameter tensor (trainable, category `weights`) with its checkpoint name. */
+export type ParamFactory = (name: string, shape: number[], fill: Fill) => Tensor;
+
+/** Values drawn from N(0, std²). */
+export function normalArray(rng: Rng, n: number, std: number): Float32Array {
+  const out = new Float32Array(n);
+  for (let i = 0; i < n; i++) out[i] = rng.normal() * std;
+  return out;
+}
+
+/** A factory that fills parameters as asked, drawing from `rng` in creation order. */
+export function initParams(gpu: Gpu, rng: Rng): ParamFactory {
+  return (name, shape, fill) => {
+    const n = shape.reduce((p, d) => p * d, 1);
+    const data = "normal" in fill
+      ? normalArray(rng, n, fill.normal)
+      : new Float32Array(n).fill(fill.constant);
+    return fromArray(gpu, data, shape, { requiresGrad: true, category: "weights", name });
+  };
+}
+
+/** A factory that leaves parameters uninitialized (a checkpoint loader fills them). */
+export function emptyParams(gpu: Gpu): ParamFactory {
+  return (name, shape) => empty(gpu, shape, { requiresGrad: true, category: "weights", name });
+}
+
+/** GPT-2's Conv1D: y = x·W + b with W stored [in, out]. */
+export class Linear implements LinearLike {
+  /** [in, out]. */
+  weight: Tensor;
+  /** [out], or null without bias. */
+  bias: Tensor | null;
+  readonly inFeatures: number;
+  readonly outFeatures: number;
+
+  /** Weights ~ N(0, std²), bias 0. */
+  constructor(
+    make: ParamFactory,
+    inFeatures: number,
+    outFeatures: number,
+    std: number,
+    name: string,
+    bias = true,
+  ) {
+    this.inFeatures = inFeatures;
+    this.outFeatures = outFeatures;
+    this.weight = make(`${name}.weight`, [inFeatures, outFeatures], { normal: std });
+    this.bias = bias ? make(`${name}.bias`, [outFeatures], { constant: 0 }) : null;
+  }
+
+  /** x·W + b. */
+  forward(x: Tensor): Tensor {
+    const y = matmul(x, this.weight);
+    if (!this.bias) return y;
+    const out = add(y, this.bias);
+    y.dispose();
+    return out;
+  }
+
+  /** `weight`, `bias`. */
+  namedParameters(): [string, Tensor][] {
+    return this.bias ? [["weight", this.weight], ["bias", this.bias]] : [["weight", this.weight]];
+  }
+}
+
+/** LayerNorm over the last dimension with weight 1 and bias 0 at init. */
+export class LayerNorm implements Module {
+  /** γ [C]. */
+  weight: Tensor;
+  /** β [C]. */
+  bias: Tensor;
+  readonly eps: number;
+
+  /** γ = 1, β = 0. */
+  constructor(make: ParamFactory, c: number, eps: number, name: string) {
+    this.eps = eps;
+    this.weight = make(`${name}.weight`, [c], { constant: 1 });
+    this.bias = make(`${name}.bias`, [c], { constant: 0 });
+  }
+
+  /** Normalized x. */
+  forward(x: Tensor): Tensor {
+    return layerNorm(x, this.weight, this.bias, this.eps);
+  }
+
+  /** `weight`, `bias`. */
+  namedParameters(): [string, Tensor][] {
+    return [["weight", this.weight], ["bias", this.bias]];
+  }
+}
+
+/** A lookup table [V, C] with rows ~ N(0, std²). */
+export class Embedding implements Module {
+  /** [V, C]. */
+  weight: Tensor;
+
+  /** Rows ~ N(0, std²). */
+  constructor(make: ParamFactory, v: number, c: number, std: number, name: string) {
+    this.weight = make(`${name}.weight`, [v, c], { normal: std });
+  }
+
+  /** Rows for `ids` (u32 tensor) whose host copy is `hostIds`. */
+  forward(ids: Tensor, hostIds: ArrayLike<number>): Tensor {
+    return embedding(this.weight, ids, hostIds);
+  }
+
+  /** `weight`. */
+  namedParameters(): [string, Tensor][] {
+    return [["weight", this.weight]];
+  }
+}

@@ -1,0 +1,182 @@
+/**
+ * AdamW over named parameters with fused per-parameter updates. A parameter's two moments are
+ * allocated on its first update (category `optimizer`) and can be released on demand (LISA's
+ * `reset`), moved to host memory and back (`offload`), or kept. Weight decay applies to ≥ 2-D
+ * tensors only, as nanoGPT does. Gradient clipping by global norm happens on the GPU.
+ */
+import { adamwKernel, clipFactorKernel, HYPER_SLOT } from "../../kernels/adamw.ts";
+import { grid } from "../../kernels/kernel.ts";
+import type { Gpu } from "../gpu.ts";
+import { globalNorm } from "../ops/reduce.ts";
+import { empty, fromArray, type Tensor, zeros } from "../tensor.ts";
+
+/** AdamW settings. */
+export interface AdamWOptions {
+  /** β1, β2 (default 0.9, 0.999 as PyTorch; nanoGPT uses 0.9, 0.95). */
+  betas?: [number, number];
+  /** Default 1e-8. */
+  eps?: number;
+  /** Decoupled weight decay for ≥ 2-D parameters (default 0.01, PyTorch's AdamW default). */
+  weightDecay?: number;
+}
+
+/** One parameter's optimizer state. */
+export interface ParamState {
+  /** First moment, on the GPU (null while offloaded). */
+  m: Tensor | null;
+  /** Second moment. */
+  v: Tensor | null;
+  /** Host copies while offloaded. */
+  host: { m: Float32Array; v: Float32Array } | null;
+  /** Updates applied so far (for bias correction). */
+  step: number;
+}
+
+/** What {@link AdamW.step} measured. */
+export interface StepResult {
+  /** Global gradient norm before clipping (one element, read it after the submit). */
+  gradNorm: Tensor;
+}
+
+/** Fused AdamW. */
+export class AdamW {
+  readonly gpu: Gpu;
+  readonly beta1: number;
+  readonly beta2: number;
+  readonly eps: number;
+  readonly weightDecay: number;
+  readonly #state = new Map<string, ParamState>();
+  #hyper: Tensor | null = null;
+  #clip: Tensor;
+
+  /** An optimizer on `gpu`. */
+  constructor(gpu: Gpu, options: AdamWOptions = {}) {
+    this.gpu = gpu;
+    [this.beta1, this.beta2] = options.betas ?? [0.9, 0.999];
+    this.eps = options.eps ?? 1e-8;
+    this.weightDecay = options.weightDecay ?? 0.01;
+    for (const [k, b] of [["beta1", this.beta1], ["beta2", this.beta2]] as const) {
+      if (!(b >= 0 && b < 1)) throw new Error(`AdamW: ${k} = ${b} must be in [0, 1)`);
+    }
+    this.#clip = fromArray(gpu, [1], [1], { category: "optimizer", name: "adamw_clip" });
+  }
+
+  /** The state of `name`, if it has any. */
+  state(name: string): ParamState | undefined {
+    return this.#state.get(name);
+  }
+
+  /** Names of parameters with state (on the GPU or offloaded). */
+  names(): string[] {
+    return [...this.#state.keys()];
+  }
+
+  /**
+   * Updates every parameter in `params` that has a gradient, with learning rate `lr`, after
+   * clipping all their gradients together to global norm `maxGradNorm` (when given). Records
+   * everything into the current step; returns the gradient norm tensor when clipping.
+   */
+  step(params: readonly [string, Tensor][], lr: number, maxGradNorm?: number): StepResult | null {
+    const gpu = this.gpu;
+    const live = params.filter(([, p]) => p.grad);
+    if (live.length === 0) return null;
+    let result: StepResult | null = null;
+    if (maxGradNorm !== undefined) {
+      const norm = globalNorm(gpu, live.map(([, p]) => p.grad!));
+      gpu.dispatch(clipFactorKernel(maxGradNorm), [norm.binding("adamw"), this.#clip.binding("adamw")], [1]);
+      result = { gradNorm: norm };
+    } else {
+      this.#clip.upload([1]);
+    }
+    const hyper = this.#hyperBuffer(live.length);
+    const values = new Float32Array(live.length * HYPER_SLOT);
+    const states = live.map(([name, p], i) => {
+      const s = this.#ensure(name, p);
+      s.step++;
+      values.set([lr, 1 - this.beta1 ** s.step, 1 - this.beta2 ** s.step], i * HYPER_SLOT);
+      return s;
+    });
+    gpu.write(hyper.buffer, 0, values);
+    live.forEach(([, p], i) => {
+      const s = states[i];
+      const k = adamwKernel(p.size, {
+        beta1: this.beta1,
+        beta2: this.beta2,
+        eps: this.eps,
+        weightDecay: p.shape.length >= 2 ? this.weightDecay : 0,
+      });
+      gpu.dispatch(k, [
+        p.binding("adamw"),
+        p.grad!.binding("adamw"),
+        s.m!.binding("adamw"),
+        s.v!.binding("adamw"),
+        { buffer: hyper.buffer, offset: i * HYPER_SLOT * 4, size: HYPER_SLOT * 4 },
+        this.#clip.binding("adamw"),
+      ], grid(Math.ceil(p.size / 64)));
+    });
+    return result;
+  }
+
+  /** Frees the state of `name` (its next update starts fresh, step 1). */
+  release(name: string): void {
+    const s = this.#state.get(name);
+    if (!s) return;
+    s.m?.dispose();
+    s.v?.dispose();
+    this.#state.delete(name);
+  }
+
+  /** Copies the state of `name` to host memory and frees its GPU buffers (one GPU round trip). */
+  async offload(name: string): Promise<void> {
+    const s = this.#state.get(name);
+    if (!s || !s.m || !s.v) return;
+    const [m, v] = [s.m.read(), s.v.read()];
+    await this.gpu.submit();
+    s.host = { m: (await m) as Float32Array, v: (await v) as Float32Array };
+    s.m.dispose();
+    s.v.dispose();
+    s.m = s.v = null;
+  }
+
+  /** Bytes of optimizer state on the GPU (moments only). */
+  gpuBytes(): number {
+    let n = 0;
+    for (const s of this.#state.values()) n += (s.m?.bytes ?? 0) + (s.v?.bytes ?? 0);
+    return n;
+  }
+
+  /** Frees all state and buffers. */
+  dispose(): void {
+    for (const name of this.names()) this.release(name);
+    this.#hyper?.dispose();
+    this.#clip.dispose();
+  }
+
+  #ensure(name: string, p: Tensor): ParamState {
+    let s = this.#state.get(name);
+    if (!s) {
+      s = { m: null, v: null, host: null, step: 0 };
+      this.#state.set(name, s);
+    }
+    if (!s.m || !s.v) {
+      const opts = { category: "optimizer" as const };
+      if (s.host) {
+        s.m = fromArray(this.gpu, s.host.m, p.shape, { ...opts, name: `${name}.exp_avg` });
+        s.v = fromArray(this.gpu, s.host.v, p.shape, { ...opts, name: `${name}.exp_avg_sq` });
+        s.host = null;
+      } else {
+        s.m = zeros(this.gpu, p.shape, { ...opts, name: `${name}.exp_avg` });
+        s.v = zeros(this.gpu, p.shape, { ...opts, name: `${name}.exp_avg_sq` });
+      }
+    }
+    return s;
+  }
+
+  #hyperBuffer(params: number): Tensor {
+    if (!this.#hyper || this.#hyper.size < params * HYPER_SLOT) {
+      this.#hyper?.dispose();
+      this.#hyper = empty(this.gpu, [params * HYPER_SLOT], { category: "optimizer", name: "adamw_hyper" });
+    }
+    return this.#hyper;
+  }
+}
