@@ -40,7 +40,9 @@ export function attentionShape(qkv: Tensor, nHead: number): AttentionShape {
   const c = c3 / 3;
   if (!Number.isInteger(nHead) || nHead <= 0 || c % nHead !== 0 || (c / nHead) % 4 !== 0) {
     throw new Error(
-      `attention: C = ${c} (qkv ${fmt(qkv.shape)}) must split into ${nHead} heads of a size that is a multiple of 4`,
+      `attention: C = ${c} (qkv ${
+        fmt(qkv.shape)
+      }) must split into ${nHead} heads of a size that is a multiple of 4`,
     );
   }
   return { b, t, h: nHead, hd: c / nHead };
@@ -79,7 +81,11 @@ function attentionFused(qkv: Tensor, s: AttentionShape, forced?: AttentionSource
   const wg = grid(Math.ceil((s.b * s.h * s.t) / ATTENTION_WG));
   const out = empty(gpu, [s.b, s.t, c], { name: "attention" });
   const lse = empty(gpu, [s.b, s.h, s.t], { name: "attention_lse" });
-  gpu.dispatch(attentionForwardKernel(s, src), [input(qkv, 3 * c), out.binding("attention"), lse.binding("attention")], wg);
+  gpu.dispatch(attentionForwardKernel(s, src), [
+    input(qkv, 3 * c),
+    out.binding("attention"),
+    lse.binding("attention"),
+  ], wg);
   done();
   const result = record("attention", out, [qkv], [qkv, out, lse], (g) => {
     const dqkv = empty(gpu, qkv.shape, { name: "dattention" });
@@ -113,11 +119,19 @@ function heads(x: Tensor, s: AttentionShape, parts: number, part: number): Tenso
   const gpu = x.gpu;
   const n = s.b * s.t * s.h * s.hd;
   const y = empty(gpu, [s.b, s.h, s.t, s.hd], { name: `heads${part}` });
-  gpu.dispatch(headsKernel(s, parts, part, false), [x.binding("heads"), y.binding("heads")], grid(Math.ceil(n / 64)));
+  gpu.dispatch(
+    headsKernel(s, parts, part, false),
+    [x.binding("heads"), y.binding("heads")],
+    grid(Math.ceil(n / 64)),
+  );
   return record("heads", y, [x], [], (g) => {
     const dx = empty(gpu, x.shape, { name: "dheads" });
     dx.fill(0);
-    gpu.dispatch(headsKernel(s, parts, part, true), [g.binding("heads"), dx.binding("heads")], grid(Math.ceil(n / 64)));
+    gpu.dispatch(
+      headsKernel(s, parts, part, true),
+      [g.binding("heads"), dx.binding("heads")],
+      grid(Math.ceil(n / 64)),
+    );
     return [dx];
   });
 }
@@ -130,7 +144,11 @@ function mergeHeads(o: Tensor, s: AttentionShape): Tensor {
   gpu.dispatch(headsKernel(s, 1, 0, true), [o.binding("heads"), y.binding("heads")], grid(Math.ceil(n / 64)));
   return record("mergeHeads", y, [o], [], (g) => {
     const dx = empty(gpu, o.shape, { name: "dmerge_heads" });
-    gpu.dispatch(headsKernel(s, 1, 0, false), [g.binding("heads"), dx.binding("heads")], grid(Math.ceil(n / 64)));
+    gpu.dispatch(
+      headsKernel(s, 1, 0, false),
+      [g.binding("heads"), dx.binding("heads")],
+      grid(Math.ceil(n / 64)),
+    );
     return [dx];
   });
 }
@@ -146,7 +164,11 @@ export function causalSoftmax(x: Tensor, scale: number): Tensor {
   const rows = x.size / t;
   const y = empty(gpu, x.shape, { name: "causal_softmax" });
   const wg = grid(Math.ceil(rows / 64));
-  gpu.dispatch(causalSoftmaxKernel(rows, t, scale), [x.binding("causalSoftmax"), y.binding("causalSoftmax")], wg);
+  gpu.dispatch(
+    causalSoftmaxKernel(rows, t, scale),
+    [x.binding("causalSoftmax"), y.binding("causalSoftmax")],
+    wg,
+  );
   return record("causalSoftmax", y, [x], [y], (g) => {
     const dx = empty(gpu, x.shape, { name: "dcausal_softmax" });
     gpu.dispatch(causalSoftmaxBackwardKernel(rows, t, scale), [

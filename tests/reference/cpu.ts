@@ -80,7 +80,13 @@ export function embeddingRef(table: ArrayLike<number>, ids: ArrayLike<number>, d
 }
 
 /** Causal self-attention from packed qkv [B, T, 3C] with nHead heads → [B, T, C]. */
-export function attentionRef(qkv: ArrayLike<number>, b: number, t: number, c: number, nHead: number): Float64Array {
+export function attentionRef(
+  qkv: ArrayLike<number>,
+  b: number,
+  t: number,
+  c: number,
+  nHead: number,
+): Float64Array {
   const hd = c / nHead;
   const out = new Float64Array(b * t * c);
   const at = (bb: number, tt: number, col: number) => qkv[(bb * t + tt) * 3 * c + col];
