@@ -138,6 +138,35 @@ export class AdamW {
     s.m = s.v = null;
   }
 
+  /** Host copies of every parameter's state (one GPU round trip), for checkpoints. */
+  async snapshot(): Promise<{ name: string; step: number; m: Float32Array; v: Float32Array }[]> {
+    const entries = [...this.#state];
+    const reads = entries.map(([, s]) => (s.m && s.v ? [s.m.read(), s.v.read()] : null));
+    await this.gpu.submit();
+    const out = [];
+    for (let i = 0; i < entries.length; i++) {
+      const [name, s] = entries[i];
+      const r = reads[i];
+      const [m, v] = r
+        ? [(await r[0]) as Float32Array, (await r[1]) as Float32Array]
+        : [s.host!.m, s.host!.v];
+      out.push({ name, step: s.step, m, v });
+    }
+    return out;
+  }
+
+  /** Restores one parameter's state from a {@link snapshot} (onto the GPU). */
+  load(name: string, shape: readonly number[], step: number, m: Float32Array, v: Float32Array): void {
+    this.release(name);
+    const opts = { category: "optimizer" as const };
+    this.#state.set(name, {
+      m: fromArray(this.gpu, m, shape, { ...opts, name: `${name}.exp_avg` }),
+      v: fromArray(this.gpu, v, shape, { ...opts, name: `${name}.exp_avg_sq` }),
+      host: null,
+      step,
+    });
+  }
+
   /** Bytes of optimizer state on the GPU (moments only). */
   gpuBytes(): number {
     let n = 0;

@@ -1,0 +1,65 @@
+/**
+ * The one interface every fine-tuning method implements: which parameters train at each step, and
+ * what happens to optimizer state when that set changes. The training loop knows nothing else about
+ * the method; a new method (GaLore, BAdam, ...) is one new file.
+ */
+import type { GPT } from "../nn/gpt.ts";
+import type { AdamW } from "../optim/adamw.ts";
+import type { Tensor } from "../tensor.ts";
+
+/** A fine-tuning method. */
+export interface FinetuneMethod {
+  /** `full`, `lora`, `lisa`, ... */
+  readonly name: string;
+  /**
+   * Called before step `step` (0-based): sets `requiresGrad` on the model's parameters for this
+   * step and, when the trainable set changes, releases, keeps or offloads the optimizer state of
+   * what leaves it.
+   */
+  beginStep(step: number, optimizer: AdamW): Promise<void>;
+  /** The parameters updated this step, with their checkpoint names. */
+  trainable(): [string, Tensor][];
+  /** Indices of the transformer blocks trained this step. */
+  activeLayers(): number[];
+  /** JSON-serializable state for checkpoints (e.g. LISA's sampler). */
+  state(): unknown;
+  /** Continues from {@link state}. */
+  restore(state: unknown): void;
+}
+
+/** Full fine-tuning: every parameter trains at every step. */
+export class FullMethod implements FinetuneMethod {
+  readonly name = "full";
+  readonly #model: GPT;
+  readonly #params: [string, Tensor][];
+
+  /** Trains all of `model`'s parameters. */
+  constructor(model: GPT) {
+    this.#model = model;
+    this.#params = model.namedParameters();
+    for (const [, p] of this.#params) p.requiresGrad = true;
+  }
+
+  /** Nothing changes between steps. */
+  beginStep(): Promise<void> {
+    return Promise.resolve();
+  }
+
+  /** All parameters. */
+  trainable(): [string, Tensor][] {
+    return this.#params;
+  }
+
+  /** All blocks. */
+  activeLayers(): number[] {
+    return this.#model.h.map((_, i) => i);
+  }
+
+  /** Stateless. */
+  state(): unknown {
+    return null;
+  }
+
+  /** Stateless. */
+  restore(): void {}
+}

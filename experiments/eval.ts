@@ -1,0 +1,91 @@
+/**
+ * `deno task eval --model DIR --data FILE --block-size T [--batch-size B]`: mean next-token loss
+ * of a Hugging Face GPT-2 directory on a data file. The token stream is cut into consecutive
+ * non-overlapping windows of T+1 tokens (a trailing partial window is dropped); each window predicts
+ * its last T tokens from its first T. `.bin` files are token ids; `.txt` is tokenized with the
+ * model's tokenizer (GPT-2 BPE for vocab 50257, bytes for 256); `.jsonl` prompt/response files score
+ * the responses. Progress goes to stderr; the last stdout line is JSON {"loss", "tokens", "perplexity"}.
+ */
+import { parseArgs } from "node:util";
+import { evalExampleBatches, evalWindows } from "../core/data/batches.ts";
+import { loadDataset } from "../core/data/formats.ts";
+import { tokenizerFor } from "../core/data/tokenizer.ts";
+import { type EvalResult, evaluate } from "../core/evaluate.ts";
+import { requestGpu } from "../core/gpu.ts";
+import { loadGPT2 } from "../core/io/hf.ts";
+import { Progress } from "./progress.ts";
+
+/** Options of {@link evalCommand}. */
+export interface EvalOptions {
+  model: string;
+  data: string;
+  blockSize: number;
+  batchSize: number;
+  quiet?: boolean;
+}
+
+/** Loads the model and data and evaluates; throws with a clear message on bad input. */
+export async function evalCommand(o: EvalOptions): Promise<EvalResult> {
+  const gpu = await requestGpu();
+  const { model } = await loadGPT2(gpu, o.model);
+  try {
+    const v = model.config.vocabSize;
+    if (o.blockSize > model.config.blockSize) {
+      throw new Error(
+        `--block-size ${o.blockSize} exceeds the model's n_positions ${model.config.blockSize}`,
+      );
+    }
+    const needsTokenizer = !o.data.endsWith(".bin");
+    const data = await loadDataset(o.data, needsTokenizer ? tokenizerFor(v) : null, v);
+    const batches = data.kind === "stream"
+      ? evalWindows(data.tokens, o.blockSize, o.batchSize)
+      : evalExampleBatches(data.examples, o.blockSize, o.batchSize);
+    const progress = new Progress("eval", batches.length);
+    return await evaluate(model, batches, (done) => o.quiet || progress.update(done));
+  } finally {
+    model.dispose();
+  }
+}
+
+if (import.meta.main) {
+  const { values } = parseArgs({
+    args: Deno.args,
+    options: {
+      model: { type: "string" },
+      data: { type: "string" },
+      "block-size": { type: "string" },
+      "batch-size": { type: "string", default: "8" },
+      quiet: { type: "boolean", default: false },
+    },
+  });
+  const need = (k: "model" | "data" | "block-size") => {
+    if (!values[k]) {
+      console.error(
+        `eval: --${k} is required\nusage: deno task eval --model DIR --data FILE --block-size T [--batch-size B]`,
+      );
+      Deno.exit(2);
+    }
+    return values[k]!;
+  };
+  const int = (k: string, v: string) => {
+    const n = Number(v);
+    if (!Number.isInteger(n) || n <= 0) {
+      console.error(`eval: --${k} ${v}: expected a positive integer`);
+      Deno.exit(2);
+    }
+    return n;
+  };
+  try {
+    const r = await evalCommand({
+      model: need("model"),
+      data: need("data"),
+      blockSize: int("block-size", need("block-size")),
+      batchSize: int("batch-size", values["batch-size"]!),
+      quiet: values.quiet,
+    });
+    console.log(JSON.stringify({ loss: r.loss, tokens: r.tokens, perplexity: r.perplexity }));
+  } catch (e) {
+    console.error(`eval: ${(e as Error).message}`);
+    Deno.exit(1);
+  }
+}

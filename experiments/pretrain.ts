@@ -1,0 +1,206 @@
+/**
+ * `deno task pretrain --preset tiny|small|gpt2 [--steps N] [--out DIR] [--seed S] [--resume]
+ * [--stop-after N]`: trains a fresh GPT-2 on the Brown corpus with a progress bar, evaluates
+ * periodically, and writes to DIR a Hugging Face directory (config.json, model.safetensors), a
+ * resumable checkpoint/, the validation tokens it was scored on (val.bin) and metrics.json. The last
+ * stdout line is JSON: {"valLoss", "tokens", "steps", "dir"}.
+ */
+import { parseArgs } from "node:util";
+import { requestGpu } from "../core/gpu.ts";
+import { loadBrownTokens } from "../core/data/corpora.ts";
+import { evalWindows, splitTrainVal, StreamBatcher, type StreamBatcherState } from "../core/data/batches.ts";
+import { tokenizerFor } from "../core/data/tokenizer.ts";
+import { evaluate } from "../core/evaluate.ts";
+import { FullMethod } from "../core/finetune/method.ts";
+import { type EvalRecord, type StepRecord, train } from "../core/finetune/trainer.ts";
+import { loadCheckpoint, saveCheckpoint } from "../core/io/checkpoint.ts";
+import { saveGPT2 } from "../core/io/hf.ts";
+import { writeFileAtomic } from "../core/io/safetensors.ts";
+import { GPT } from "../core/nn/gpt.ts";
+import { AdamW } from "../core/optim/adamw.ts";
+import { makeSchedule } from "../core/optim/schedule.ts";
+import { type Preset, preset } from "./presets.ts";
+import { formatDuration, Progress } from "./progress.ts";
+
+/** Options of {@link pretrain}. */
+export interface PretrainOptions {
+  preset: Preset;
+  /** Schedule length (total steps). */
+  steps: number;
+  /** Stop after this many steps (simulates an interruption; default: steps). */
+  stopAfter?: number;
+  out: string;
+  seed: number;
+  /** Continue from out/checkpoint. */
+  resume: boolean;
+  /** Print progress to stderr. */
+  quiet?: boolean;
+}
+
+/** What a pretraining run returns (also written to metrics.json). */
+export interface PretrainResult {
+  preset: string;
+  seed: number;
+  steps: StepRecord[];
+  evals: EvalRecord[];
+  valLoss: number;
+  valTokens: number;
+  tokensPerSec: number;
+  adapter: string;
+  dir: string;
+}
+
+/** Writes `tokens` as nanoGPT's .bin (little-endian uint16); throws if an id does not fit. */
+export async function writeBin(path: string, tokens: Uint32Array): Promise<void> {
+  const out = new Uint16Array(tokens.length);
+  tokens.forEach((t, i) => {
+    if (t > 65535) throw new Error(`writeBin: token ${t} does not fit uint16`);
+    out[i] = t;
+  });
+  await writeFileAtomic(path, new Uint8Array(out.buffer));
+}
+
+/** Pretrains (or resumes) per `o`; returns the metrics it also writes. */
+export async function pretrain(o: PretrainOptions): Promise<PretrainResult> {
+  const p = o.preset;
+  const log = (m: string) => o.quiet || console.error(m);
+  const gpu = await requestGpu();
+  log(`pretrain: preset ${p.name}, adapter ${gpu.info.description}, out ${o.out}`);
+  const tokenizer = tokenizerFor(p.model.vocabSize);
+  const tokens = await loadBrownTokens(tokenizer);
+  const { train: trainTokens, val } = splitTrainVal(tokens, 1 / 64, o.seed);
+  const valTokens = val.subarray(0, Math.min(val.length, p.valTokens));
+  log(
+    `pretrain: Brown corpus, ${tokens.length} ${tokenizer.name} tokens (${trainTokens.length} train, ${valTokens.length} validation)`,
+  );
+  const batcher = new StreamBatcher(trainTokens, p.batchSize, p.blockSize, o.seed + 1);
+  const optimizer = new AdamW(gpu, { betas: [0.9, 0.95], weightDecay: 0.1 });
+  const ckptDir = `${o.out}/checkpoint`;
+  let model: GPT;
+  let startStep = 0;
+  let history: StepRecord[] = [];
+  let evalHistory: EvalRecord[] = [];
+  if (o.resume) {
+    const c = await loadCheckpoint(gpu, ckptDir, optimizer);
+    model = c.model;
+    startStep = c.state.step;
+    batcher.restore(c.state.batcher as StreamBatcherState);
+    history = (c.state.extra.history as StepRecord[]) ?? [];
+    evalHistory = (c.state.extra.evals as EvalRecord[]) ?? [];
+    log(`pretrain: resumed from ${ckptDir} after step ${startStep}`);
+  } else {
+    model = new GPT(gpu, p.model, { seed: o.seed });
+  }
+  await Deno.mkdir(o.out, { recursive: true });
+  const method = new FullMethod(model);
+  const schedule = makeSchedule({ kind: "cosine", lr: p.lr, warmup: p.warmup, total: o.steps });
+  const allEval = evalWindows(valTokens, p.blockSize, p.batchSize);
+  const progress = new Progress("pretrain", o.steps);
+  const stop = Math.min(o.steps, o.stopAfter ?? o.steps);
+  const tokensPerStep = p.batchSize * p.blockSize;
+  const records = [...history];
+  const evalRecords = [...evalHistory];
+  const result = await train({
+    model,
+    method,
+    optimizer,
+    nextBatch: () => batcher.next(),
+    schedule,
+    steps: stop,
+    startStep,
+    maxGradNorm: 1,
+    evalEvery: p.evalEvery,
+    evalBatches: allEval.slice(0, p.evalBatches),
+    evalAtStart: true,
+    onStep: (r) => {
+      records.push(r);
+      if (!o.quiet) {
+        const tps = r.ms > 0 ? Math.round(tokensPerStep / (r.ms / 1000)) : 0;
+        progress.update(r.step + 1, `loss ${r.loss.toFixed(4)} lr ${r.lr.toExponential(2)} ${tps} tok/s`);
+      }
+    },
+    onEval: (r) => {
+      evalRecords.push(r);
+      if (!o.quiet) progress.note(`pretrain: step ${r.step} validation loss ${r.loss.toFixed(4)}`);
+    },
+    checkpointEvery: Math.max(1, Math.round(o.steps / 4)),
+    checkpoint: async (step) => {
+      await saveCheckpoint(ckptDir, model, optimizer, {
+        step,
+        batcher: batcher.state(),
+        method: method.state(),
+        extra: { history: records.slice(0, step), evals: evalRecords, preset: p.name, seed: o.seed },
+      });
+      return ckptDir;
+    },
+  });
+  const steps = [...history, ...result.steps];
+  const evals = [...evalHistory, ...result.evals];
+  log(`pretrain: final evaluation on ${allEval.length} validation batches`);
+  const final = await evaluate(model, allEval);
+  await saveGPT2(model, o.out);
+  await writeBin(`${o.out}/val.bin`, valTokens);
+  const timed = steps.filter((r) => r.ms > 0);
+  const tokensPerSec = timed.length
+    ? (tokensPerStep * timed.length) / (timed.reduce((s, r) => s + r.ms, 0) / 1000)
+    : 0;
+  const metrics: PretrainResult = {
+    preset: p.name,
+    seed: o.seed,
+    steps,
+    evals,
+    valLoss: final.loss,
+    valTokens: final.tokens,
+    tokensPerSec,
+    adapter: gpu.info.description,
+    dir: o.out,
+  };
+  await writeFileAtomic(
+    `${o.out}/metrics.json`,
+    JSON.stringify({ ...metrics, model: p.model }, null, 1) + "\n",
+  );
+  optimizer.dispose();
+  model.dispose();
+  return metrics;
+}
+
+if (import.meta.main) {
+  const { values } = parseArgs({
+    args: Deno.args,
+    options: {
+      preset: { type: "string", default: "small" },
+      steps: { type: "string" },
+      "stop-after": { type: "string" },
+      out: { type: "string" },
+      seed: { type: "string", default: "0" },
+      resume: { type: "boolean", default: false },
+      quiet: { type: "boolean", default: false },
+    },
+  });
+  const p = preset(values.preset!);
+  const int = (name: string, v: string | undefined, fallback: number) => {
+    if (v === undefined) return fallback;
+    const n = Number(v);
+    if (!Number.isInteger(n) || n < 0) throw new Error(`--${name} ${v}: expected a non-negative integer`);
+    return n;
+  };
+  const steps = int("steps", values.steps, p.steps);
+  const t0 = performance.now();
+  const r = await pretrain({
+    preset: p,
+    steps,
+    stopAfter: values["stop-after"] === undefined
+      ? undefined
+      : int("stop-after", values["stop-after"], steps),
+    out: values.out ?? `.cache/pretrain-${p.name}`,
+    seed: int("seed", values.seed, 0),
+    resume: values.resume!,
+    quiet: values.quiet,
+  });
+  console.error(
+    `pretrain: done in ${formatDuration((performance.now() - t0) / 1000)}, validation loss ${
+      r.valLoss.toFixed(4)
+    } over ${r.valTokens} tokens, ${Math.round(r.tokensPerSec)} tok/s`,
+  );
+  console.log(JSON.stringify({ valLoss: r.valLoss, tokens: r.valTokens, steps: r.steps.length, dir: r.dir }));
+}

@@ -1,0 +1,48 @@
+/** A progress line on stderr: redrawn in place on a terminal, printed every so often otherwise. */
+
+/** Formats seconds as `1m23s` / `45s`. */
+export function formatDuration(seconds: number): string {
+  if (!Number.isFinite(seconds) || seconds < 0) return "?";
+  const s = Math.round(seconds);
+  return s >= 60 ? `${Math.floor(s / 60)}m${String(s % 60).padStart(2, "0")}s` : `${s}s`;
+}
+
+/** Reports `done / total` units with a message; ETA from the average rate so far. */
+export class Progress {
+  readonly #total: number;
+  readonly #label: string;
+  readonly #tty: boolean;
+  readonly #every: number;
+  readonly #t0 = performance.now();
+  #lastLine = 0;
+
+  /** A progress report for `total` units named `label`. */
+  constructor(label: string, total: number) {
+    this.#label = label;
+    this.#total = total;
+    this.#tty = Deno.stderr.isTerminal();
+    this.#every = Math.max(1, Math.round(total / 20));
+  }
+
+  /** Reports that `done` units are finished; `detail` is appended (e.g. `loss 2.31`). */
+  update(done: number, detail = ""): void {
+    const elapsed = (performance.now() - this.#t0) / 1000;
+    const eta = done > 0 ? (elapsed / done) * (this.#total - done) : NaN;
+    const width = 20;
+    const filled = Math.round((width * done) / this.#total);
+    const bar = "#".repeat(filled) + "-".repeat(width - filled);
+    const line = `${this.#label} [${bar}] ${done}/${this.#total} ${detail} ETA ${formatDuration(eta)}`;
+    if (this.#tty) {
+      Deno.stderr.writeSync(new TextEncoder().encode(`\r${line}\x1b[K${done === this.#total ? "\n" : ""}`));
+    } else if (done === this.#total || done - this.#lastLine >= this.#every) {
+      console.error(line);
+      this.#lastLine = done;
+    }
+  }
+
+  /** Prints a message on its own line without breaking the bar. */
+  note(message: string): void {
+    if (this.#tty) Deno.stderr.writeSync(new TextEncoder().encode(`\r\x1b[K`));
+    console.error(message);
+  }
+}
