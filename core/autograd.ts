@@ -4,8 +4,7 @@
  * `grads`), and frees each node's saved tensors as soon as it has run. Ops decide what to save: an
  * input is saved only when some gradient needs it, so a frozen weight's matmul keeps no input.
  */
-import { accumulateKernel, ELEMENTWISE_WG } from "../kernels/elementwise.ts";
-import { grid } from "../kernels/kernel.ts";
+import { accumulateKernel } from "../kernels/elementwise.ts";
 import { full, type Node, type Tensor, withCategory, zeros } from "./tensor.ts";
 
 let gradEnabled = true;
@@ -96,14 +95,13 @@ function order(root: Tensor): Tensor[] {
 /** `into + g`, in place when nothing but the caller holds `into`; else a new tensor (caller owns). */
 function add(into: Tensor, g: Tensor): Tensor {
   const k = accumulateKernel(into.size);
-  const wg = grid(Math.ceil(into.size / ELEMENTWISE_WG));
   if (into.refs === 1) {
-    into.gpu.dispatch(k, [g.binding("accumulate"), into.binding("accumulate")], wg);
+    into.gpu.dispatch(k, [g.binding("accumulate"), into.binding("accumulate")]);
     return into;
   }
   const sum = zeros(into.gpu, into.shape, { category: into.category, name: into.name }).own();
-  into.gpu.dispatch(k, [into.binding("accumulate"), sum.binding("accumulate")], wg);
-  into.gpu.dispatch(k, [g.binding("accumulate"), sum.binding("accumulate")], wg);
+  into.gpu.dispatch(k, [into.binding("accumulate"), sum.binding("accumulate")]);
+  into.gpu.dispatch(k, [g.binding("accumulate"), sum.binding("accumulate")]);
   return sum;
 }
 

@@ -131,12 +131,16 @@ export class Gpu {
     return this.#submits;
   }
 
-  /** Records `kernel` over `workgroups` with `bindings` (binding 0, 1, ... of group 0). */
+  /**
+   * Records `kernel` over `workgroups` (default: the kernel's own) with `bindings` (binding 0, 1,
+   * ... of group 0).
+   */
   dispatch(
     kernel: Kernel,
     bindings: readonly Binding[],
-    workgroups: readonly [number, number?, number?],
+    workgroups: readonly [number, number?, number?] | undefined = kernel.workgroups,
   ): void {
+    if (!workgroups) throw new Error(`dispatch: kernel ${kernel.name} [${kernel.key}] needs workgroup counts`);
     const p: Pipeline = this.pipelines.get(kernel);
     const bindGroup = this.device.createBindGroup({
       layout: p.layout,

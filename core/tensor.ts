@@ -7,7 +7,6 @@
 import type { Gpu } from "./gpu.ts";
 import type { Allocation, Category } from "./memory.ts";
 import { fillKernel } from "../kernels/elementwise.ts";
-import { grid } from "../kernels/kernel.ts";
 
 /** Element types: f32 values, u32 token ids. */
 export type DType = "f32" | "u32";
@@ -289,8 +288,7 @@ export class Tensor {
       this.gpu.clear(this.buffer, this.byteOffset, this.bytes);
       return;
     }
-    const k = fillKernel(this.size, value);
-    this.gpu.dispatch(k, [this.binding("fill")], grid(Math.ceil(this.size / 64)));
+    this.gpu.dispatch(fillKernel(this.size, value), [this.binding("fill")]);
   }
 
   /** Shape and name, e.g. `Tensor(x [2, 3])`. */

@@ -7,7 +7,11 @@ import { type Gpu, requestGpu } from "../core/gpu.ts";
 import { matmul, type MatmulVariant } from "../core/ops/matmul.ts";
 import { empty } from "../core/tensor.ts";
 import { fillKernel } from "../kernels/elementwise.ts";
-import { torchMatmulMs } from "./peers.ts";
+import { type StepConfig, torchMatmulMs, torchTrainStepMs } from "./peers.ts";
+import { backward } from "../core/autograd.ts";
+import { GPT } from "../core/nn/gpt.ts";
+import { AdamW } from "../core/optim/adamw.ts";
+import { tidy } from "../core/tensor.ts";
 
 /** One measured row. */
 export interface BenchResult {
@@ -85,6 +89,62 @@ async function benchMatmul(gpu: Gpu, variant: MatmulVariant): Promise<BenchResul
   return out;
 }
 
+/** The training-step configuration of the bench (issue: 6 layers, d 256, 4 heads, T 128, B 8, V 4096). */
+export const STEP_CONFIG: StepConfig = { nLayer: 6, nEmbd: 256, nHead: 4, vocabSize: 4096, blockSize: 128, batchSize: 8 };
+
+/**
+ * One GPT-2 training step (forward, backward, AdamW, one submit, loss read back) beside PyTorch's
+ * on the CPU: ms/step, tokens/s, peak memory, dispatches per step, and the step's GFLOP/s.
+ */
+async function benchTrainStep(gpu: Gpu): Promise<BenchResult[]> {
+  const c = STEP_CONFIG;
+  const model = new GPT(gpu, { vocabSize: c.vocabSize, blockSize: c.blockSize, nLayer: c.nLayer, nHead: c.nHead, nEmbd: c.nEmbd });
+  const opt = new AdamW(gpu, { weightDecay: 0.1 });
+  const params = model.namedParameters();
+  const n = c.batchSize * c.blockSize;
+  const ids = Uint32Array.from({ length: n }, (_, i) => (i * 7919) % c.vocabSize);
+  const input = { ids, targets: ids.map((x) => (x + 1) % c.vocabSize), batchSize: c.batchSize, blockSize: c.blockSize };
+  let dispatches = 0;
+  const step = async () => {
+    const loss = tidy(() => model.loss(input));
+    backward(loss);
+    opt.step(params, 1e-4, 1);
+    for (const [, p] of params) p.zeroGrad();
+    const value = loss.read();
+    loss.dispose();
+    dispatches = gpu.pendingDispatches;
+    await gpu.submit();
+    return (await value)[0];
+  };
+  for (let i = 0; i < 2; i++) await step();
+  gpu.memory.resetPeak();
+  let best = Infinity;
+  for (let i = 0; i < 4; i++) {
+    const t0 = performance.now();
+    await step();
+    best = Math.min(best, performance.now() - t0);
+  }
+  const peak = gpu.memory.stats().peakTotal;
+  // 6·N·tokens for the weights (tied head counted as the V×C matmul it is) + causal attention.
+  const weights = model.parameterCount() - c.blockSize * c.nEmbd;
+  const flops = 6 * weights * n + 6 * c.nLayer * c.batchSize * c.blockSize * c.blockSize * c.nEmbd;
+  opt.dispose();
+  model.dispose();
+  const peer = await torchTrainStepMs(c);
+  return [{
+    bench: "train_step",
+    shape: `L${c.nLayer} d${c.nEmbd} h${c.nHead} T${c.blockSize} B${c.batchSize} V${c.vocabSize}`,
+    variant: `${dispatches} dispatches, peak ${(peak / 2 ** 20).toFixed(0)} MiB`,
+    ms: best,
+    gflops: flops / best / 1e6,
+    peer: peer ? `pytorch (${peer.threads} threads)` : "pytorch (not installed)",
+    peerMs: peer?.ms ?? null,
+    peerGflops: peer ? flops / peer.ms / 1e6 : null,
+    adapter: gpu.info.description,
+    note: `${Math.round(n / (best / 1000))} tok/s${peer ? `, ${(peer.ms / best).toFixed(2)}× PyTorch` : ""}`,
+  }];
+}
+
 /** Cost of one small dispatch when many share a submit, and of a submit + readback round trip. */
 async function benchDispatch(gpu: Gpu): Promise<BenchResult[]> {
   const t = empty(gpu, [64], { name: "tiny" });
@@ -125,17 +185,18 @@ async function benchDispatch(gpu: Gpu): Promise<BenchResult[]> {
 }
 
 function table(rows: BenchResult[]): string {
-  const head = ["bench", "shape", "variant", "ms", "GFLOP/s", "peer", "peer ms", "peer GFLOP/s"];
+  const head = ["bench", "shape", "variant", "ms", "GFLOP/s", "peer", "peer ms", "peer GFLOP/s", "note"];
   const fmt = (x: number | null | undefined, d = 2) => (x === undefined || x === null ? "" : x.toFixed(d));
   const body = rows.map((r) => [
     r.bench,
     r.shape,
-    r.variant ?? r.note ?? "",
+    r.variant ?? "",
     fmt(r.ms, 3),
     fmt(r.gflops, 1),
     r.peer ?? "",
     fmt(r.peerMs, 3),
     fmt(r.peerGflops, 1),
+    r.note ?? "",
   ]);
   const widths = head.map((h, i) => Math.max(h.length, ...body.map((r) => r[i].length)));
   const line = (cells: string[]) => cells.map((c, i) => c.padEnd(widths[i])).join("  ");
@@ -151,6 +212,7 @@ if (import.meta.main) {
   const benches: Record<string, (g: Gpu) => Promise<BenchResult[]>> = {
     matmul: (g) => benchMatmul(g, g.cpuLike ? "packed" : "tiled"),
     dispatch: benchDispatch,
+    train_step: benchTrainStep,
   };
   const names = Object.keys(benches).filter((n) => !values.filter || n.includes(values.filter));
   if (names.length === 0) {

@@ -4,7 +4,7 @@
  * bias corrections) come from a small buffer so the pipeline is compiled once per shape; the
  * gradient is multiplied by the clip factor the clip kernel wrote on the GPU (no readback).
  */
-import { f32, type Kernel, WGSL_GRID_PARAMS, WGSL_GROUP_INDEX } from "./kernel.ts";
+import { f32, floatType, grid, type Kernel, vectorWidth, WGSL_GRID_PARAMS, WGSL_GROUP_INDEX } from "./kernel.ts";
 
 /** Floats per parameter in the hyper-parameter buffer (one 256-byte aligned slot each). */
 export const HYPER_SLOT = 64;
@@ -23,19 +23,22 @@ export interface AdamWConstants {
  * parameter's slot), clip (clip factor at 0).
  */
 export function adamwKernel(n: number, c: AdamWConstants): Kernel {
+  const w = vectorWidth(n);
+  const t = floatType(w);
   return {
     name: "adamw",
-    key: `n${n}_b${c.beta1}_${c.beta2}_e${c.eps}_wd${c.weightDecay}`,
-    code: `@group(0) @binding(0) var<storage, read_write> p: array<f32>;
-@group(0) @binding(1) var<storage, read> g: array<f32>;
-@group(0) @binding(2) var<storage, read_write> m: array<f32>;
-@group(0) @binding(3) var<storage, read_write> v: array<f32>;
+    key: `n${n}_w${w}_b${c.beta1}_${c.beta2}_e${c.eps}_wd${c.weightDecay}`,
+    workgroups: grid(Math.ceil(n / w / 64)),
+    code: `@group(0) @binding(0) var<storage, read_write> p: array<${t}>;
+@group(0) @binding(1) var<storage, read> g: array<${t}>;
+@group(0) @binding(2) var<storage, read_write> m: array<${t}>;
+@group(0) @binding(3) var<storage, read_write> v: array<${t}>;
 @group(0) @binding(4) var<storage, read> hyper: array<f32>;
 @group(0) @binding(5) var<storage, read> clip: array<f32>;
 @compute @workgroup_size(64)
 fn main(${WGSL_GRID_PARAMS}) {
   let i = ${WGSL_GROUP_INDEX} * 64u + lid;
-  if (i >= ${n}u) { return; }
+  if (i >= ${n / w}u) { return; }
   let lr = hyper[0];
   let bc1 = hyper[1];
   let bc2 = hyper[2];

@@ -1,25 +1,33 @@
-/** Elementwise kernels: fill, add/mul with a periodic (bias-style) second operand, scale, accumulate. */
-import { f32, type Kernel, WGSL_GRID_PARAMS, WGSL_GROUP_INDEX } from "./kernel.ts";
+/**
+ * Elementwise kernels: fill, add/mul with a periodic (bias-style) second operand, scale,
+ * accumulate. Each invocation handles a vec4 when the sizes allow (see `vectorWidth`).
+ */
+import { f32, floatType, grid, type Kernel, vectorWidth, WGSL_GRID_PARAMS, WGSL_GROUP_INDEX } from "./kernel.ts";
 
 /** Threads per workgroup of the elementwise kernels. */
 export const ELEMENTWISE_WG = 64;
 
+/** A kernel over n elements, `w` per invocation; bindings are `access> name: array<T>` with T the unit type. */
 function elementwise(
   name: string,
   key: string,
   n: number,
+  w: 1 | 4,
   bindings: string[],
   body: string,
 ): Kernel {
-  const decls = bindings.map((b, i) => `@group(0) @binding(${i}) var<storage, ${b};`).join("\n");
+  const t = floatType(w);
+  const decls = bindings.map((b, i) => `@group(0) @binding(${i}) var<storage, ${b.replace("$T", t)};`).join("\n");
+  const units = n / w;
   return {
     name,
-    key: `n${n}_${key}`,
+    key: `n${n}_w${w}_${key}`,
+    workgroups: grid(Math.ceil(units / ELEMENTWISE_WG)),
     code: `${decls}
 @compute @workgroup_size(${ELEMENTWISE_WG})
 fn main(${WGSL_GRID_PARAMS}) {
   let i = ${WGSL_GROUP_INDEX} * ${ELEMENTWISE_WG}u + lid;
-  if (i >= ${n}u) { return; }
+  if (i >= ${units}u) { return; }
   ${body}
 }`,
   };
@@ -27,7 +35,8 @@ fn main(${WGSL_GRID_PARAMS}) {
 
 /** out[i] = value, for n elements. */
 export function fillKernel(n: number, value: number): Kernel {
-  return elementwise("fill", `v${value}`, n, ["read_write> out: array<f32>"], `out[i] = ${f32(value)};`);
+  const w = vectorWidth(n);
+  return elementwise("fill", `v${value}`, n, w, ["read_write> out: array<$T>"], `out[i] = ${floatType(w)}(${f32(value)});`);
 }
 
 /**
@@ -35,35 +44,37 @@ export function fillKernel(n: number, value: number): Kernel {
  * broadcasts b over the leading dimensions (a bias of the last dimension).
  */
 export function binaryKernel(op: "add" | "mul", n: number, period: number): Kernel {
+  const w = vectorWidth(n, period);
   const sym = op === "add" ? "+" : "*";
-  const bi = period === n ? "i" : `i % ${period}u`;
-  return elementwise(op, `p${period}`, n, [
-    "read> a: array<f32>",
-    "read> b: array<f32>",
-    "read_write> out: array<f32>",
+  const bi = period === n ? "i" : `i % ${period / w}u`;
+  return elementwise(op, `p${period}`, n, w, [
+    "read> a: array<$T>",
+    "read> b: array<$T>",
+    "read_write> out: array<$T>",
   ], `out[i] = a[i] ${sym} b[${bi}];`);
 }
 
 /** out[i] = a[i] * c. */
 export function scaleKernel(n: number, c: number): Kernel {
-  return elementwise("scale", `c${c}`, n, [
-    "read> a: array<f32>",
-    "read_write> out: array<f32>",
+  return elementwise("scale", `c${c}`, n, vectorWidth(n), [
+    "read> a: array<$T>",
+    "read_write> out: array<$T>",
   ], `out[i] = a[i] * ${f32(c)};`);
 }
 
 /** dst[i] += src[i] (gradient accumulation). */
 export function accumulateKernel(n: number): Kernel {
-  return elementwise("accumulate", "", n, [
-    "read> src: array<f32>",
-    "read_write> dst: array<f32>",
+  return elementwise("accumulate", "", n, vectorWidth(n), [
+    "read> src: array<$T>",
+    "read_write> dst: array<$T>",
   ], "dst[i] = dst[i] + src[i];");
 }
 
 /** out[i] = s[0] * c: the gradient of a sum or mean, broadcast back to its input's shape. */
 export function broadcastScalarKernel(n: number, c: number): Kernel {
-  return elementwise("broadcast_scalar", `c${c}`, n, [
+  const w = vectorWidth(n);
+  return elementwise("broadcast_scalar", `c${c}`, n, w, [
     "read> s: array<f32>",
-    "read_write> out: array<f32>",
-  ], `out[i] = s[0] * ${f32(c)};`);
+    "read_write> out: array<$T>",
+  ], `out[i] = ${floatType(w)}(s[0] * ${f32(c)});`);
 }

@@ -1,6 +1,5 @@
 /** add (with bias broadcast), mul, scale: forward and backward side by side. */
-import { binaryKernel, ELEMENTWISE_WG, scaleKernel } from "../../kernels/elementwise.ts";
-import { grid } from "../../kernels/kernel.ts";
+import { binaryKernel, scaleKernel } from "../../kernels/elementwise.ts";
 import { needsGrad, record } from "../autograd.ts";
 import { empty, type Tensor } from "../tensor.ts";
 import { expectF32, expectSameGpu, fmt } from "./checks.ts";
@@ -30,7 +29,7 @@ function binary(op: "add" | "mul", a: Tensor, b: Tensor): Tensor {
     a.binding(op),
     b.binding(op),
     out.binding(op),
-  ], grid(Math.ceil(a.size / ELEMENTWISE_WG)));
+  ]);
   return out;
 }
 
@@ -71,7 +70,6 @@ export function scale(a: Tensor, c: number): Tensor {
     x.gpu.dispatch(
       scaleKernel(x.size, c),
       [x.binding("scale"), out.binding("scale")],
-      grid(Math.ceil(x.size / ELEMENTWISE_WG)),
     );
     return out;
   };

@@ -27,7 +27,6 @@ export function layerNorm(x: Tensor, gamma: Tensor, beta: Tensor, eps = 1e-5): T
   const y = empty(gpu, x.shape, { name: "layernorm" });
   const mean = empty(gpu, [rows], { name: "ln_mean" });
   const rstd = empty(gpu, [rows], { name: "ln_rstd" });
-  const rowGrid = grid(Math.ceil(rows / 64));
   gpu.dispatch(layerNormForwardKernel(rows, c, eps), [
     x.binding("layerNorm"),
     gamma.binding("layerNorm"),
@@ -35,7 +34,7 @@ export function layerNorm(x: Tensor, gamma: Tensor, beta: Tensor, eps = 1e-5): T
     y.binding("layerNorm"),
     mean.binding("layerNorm"),
     rstd.binding("layerNorm"),
-  ], rowGrid);
+  ]);
   const needX = needsGrad(x) || needsGrad(gamma);
   const out = record("layerNorm", y, [x, gamma, beta], [
     (needX || needsGrad(beta)) && x,
@@ -53,7 +52,7 @@ export function layerNorm(x: Tensor, gamma: Tensor, beta: Tensor, eps = 1e-5): T
         rstd.binding("layerNorm"),
         g.binding("layerNorm"),
         dx.binding("layerNorm"),
-      ], rowGrid);
+      ]);
     }
     let dgamma: Tensor | null = null;
     let dbeta: Tensor | null = null;
@@ -70,7 +69,7 @@ export function layerNorm(x: Tensor, gamma: Tensor, beta: Tensor, eps = 1e-5): T
         g.binding("layerNorm"),
         pg.binding("layerNorm"),
         pb.binding("layerNorm"),
-      ], grid(Math.ceil(chunks * c / 64)));
+      ]);
       dgamma = empty(gpu, gamma.shape, { name: "dgamma" });
       dbeta = empty(gpu, beta.shape, { name: "dbeta" });
       const finish = columnFinishKernel(chunks, c);

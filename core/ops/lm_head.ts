@@ -7,7 +7,7 @@
  * the limit and no [N, V] tensor exists.
  */
 import { grid } from "../../kernels/kernel.ts";
-import { accumulateKernel, ELEMENTWISE_WG } from "../../kernels/elementwise.ts";
+import { accumulateKernel } from "../../kernels/elementwise.ts";
 import { xentBackwardKernel, xentFinishKernel, xentRowsKernel } from "../../kernels/softmax_xent.ts";
 import { needsGrad, record } from "../autograd.ts";
 import { empty, type Tensor, withCategory, zeros } from "../tensor.ts";
@@ -167,7 +167,6 @@ function chunkedLoss(
         gpu.dispatch(
           accumulateKernel(dwte.size),
           [part.binding("lmHeadLoss"), dwte.binding("lmHeadLoss")],
-          grid(Math.ceil(dwte.size / ELEMENTWISE_WG)),
         );
         part.dispose();
       }

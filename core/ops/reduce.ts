@@ -9,7 +9,7 @@ import {
   sumPartialsKernel,
   sumParts,
 } from "../../kernels/reduce.ts";
-import { broadcastScalarKernel, ELEMENTWISE_WG } from "../../kernels/elementwise.ts";
+import { broadcastScalarKernel } from "../../kernels/elementwise.ts";
 import { grid } from "../../kernels/kernel.ts";
 import { noGrad, record } from "../autograd.ts";
 import type { Gpu } from "../gpu.ts";
@@ -51,7 +51,6 @@ function broadcastBack(g: Tensor, shape: readonly number[], c: number): Tensor {
   g.gpu.dispatch(
     broadcastScalarKernel(out.size, c),
     [g.binding("sum"), out.binding("sum")],
-    grid(Math.ceil(out.size / ELEMENTWISE_WG)),
   );
   return out;
 }

@@ -5,7 +5,6 @@
  * tensors only, as nanoGPT does. Gradient clipping by global norm happens on the GPU.
  */
 import { adamwKernel, clipFactorKernel, HYPER_SLOT } from "../../kernels/adamw.ts";
-import { grid } from "../../kernels/kernel.ts";
 import type { Gpu } from "../gpu.ts";
 import { globalNorm } from "../ops/reduce.ts";
 import { empty, fromArray, type Tensor, zeros } from "../tensor.ts";
@@ -112,7 +111,7 @@ export class AdamW {
         s.v!.binding("adamw"),
         { buffer: hyper.buffer, offset: i * HYPER_SLOT * 4, size: HYPER_SLOT * 4 },
         this.#clip.binding("adamw"),
-      ], grid(Math.ceil(p.size / 64)));
+      ]);
     });
     return result;
   }

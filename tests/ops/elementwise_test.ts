@@ -29,6 +29,25 @@ gpuTest("mul of equal shapes and of a broadcast vector match the reference", asy
   });
 });
 
+gpuTest("vec4 paths (sizes divisible by 4) of add, mul and scale match the reference", async (gpu) => {
+  await checkOp(gpu, {
+    shapes: [[3, 8], [8]],
+    run: ([a, b]) => add(a, b),
+    reference: ([a, b]) => a.map((v, i) => v + b[i % 8]),
+  });
+  await checkOp(gpu, {
+    shapes: [[4, 4], [4, 4]],
+    run: ([a, b]) => mul(a, b),
+    reference: ([a, b]) => a.map((v, i) => v * b[i]),
+  });
+  await checkOp(gpu, {
+    shapes: [[2, 4], [4]],
+    run: ([a, b]) => mul(a, b),
+    reference: ([a, b]) => a.map((v, i) => v * b[i % 4]),
+  });
+  await checkOp(gpu, { shapes: [[12]], run: ([a]) => scale(a, 3), reference: ([a]) => a.map((v) => 3 * v) });
+});
+
 gpuTest("scale matches the reference", async (gpu) => {
   await checkOp(gpu, {
     shapes: [[9]],

@@ -5,7 +5,7 @@ import { layerNormRef } from "../reference/cpu.ts";
 import { checkOp, gpuTest } from "../helpers.ts";
 
 gpuTest("layerNorm matches the reference and finite differences for x, gamma and beta", async (gpu) => {
-  for (const [rows, c] of [[3, 7], [131, 5]]) {
+  for (const [rows, c] of [[3, 7], [131, 5], [70, 8]]) {
     await checkOp(gpu, {
       shapes: [[rows, c], [c], [c]],
       run: ([x, g, b]) => layerNorm(x, g, b),
