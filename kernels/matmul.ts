@@ -25,11 +25,13 @@ export interface MatmulShape {
   strideA: number;
   /** Elements between consecutive batch items of B (0: shared). */
   strideB: number;
+  /** Add a bias over columns (C[.., n] += bias[n]; binding 3). */
+  bias?: boolean;
 }
 
 /** Short key naming a shape in kernel caches and errors. */
 export function matmulKey(s: MatmulShape): string {
-  return `${s.batch}x${s.m}x${s.n}x${s.k}_t${+s.transA}${+s.transB}_s${s.strideA}_${s.strideB}`;
+  return `${s.batch}x${s.m}x${s.n}x${s.k}_t${+s.transA}${+s.transB}_s${s.strideA}_${s.strideB}${s.bias ? "_bias" : ""}`;
 }
 
 const TILE = 64;
@@ -40,7 +42,7 @@ export function tiledGrid(s: MatmulShape): [number, number, number] {
   return [Math.ceil(s.n / TILE), Math.ceil(s.m / TILE), s.batch];
 }
 
-/** The workgroup-memory tiled kernel (binding 0: A, 1: B, 2: C). */
+/** The workgroup-memory tiled kernel (binding 0: A, 1: B, 2: C, 3: bias if any). */
 export function matmulTiledKernel(s: MatmulShape): Kernel {
   const { m, n, k } = s;
   // Element (row, col) of the logical operands, wherever the storage puts it.
@@ -59,6 +61,7 @@ export function matmulTiledKernel(s: MatmulShape): Kernel {
     code: `@group(0) @binding(0) var<storage, read> a: array<f32>;
 @group(0) @binding(1) var<storage, read> b: array<f32>;
 @group(0) @binding(2) var<storage, read_write> cm: array<f32>;
+${s.bias ? "@group(0) @binding(3) var<storage, read> bias: array<f32>;" : ""}
 var<workgroup> As: array<f32, ${BK * TILE}>;
 var<workgroup> Bs: array<f32, ${BK * TILE}>;
 @compute @workgroup_size(16, 16)
@@ -106,7 +109,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
     let row = row0 + lid.y * 4u + i;
     for (var j = 0u; j < 4u; j++) {
       let col = col0 + lid.x * 4u + j;
-      if (row < ${m}u && col < ${n}u) { cm[oc + row * ${n}u + col] = acc[i * 4u + j]; }
+      if (row < ${m}u && col < ${n}u) { cm[oc + row * ${n}u + col] = acc[i * 4u + j]${s.bias ? " + bias[col]" : ""}; }
     }
   }
 }`,

@@ -59,20 +59,28 @@ export function packedGrid(s: MatmulShape): [number, number, number] {
   return [l.np / COLS_PER_WG, l.mp / ROWS_PER_WG, s.batch];
 }
 
-/** Stores of an 8×8 tile: vec4 when the problem is tile-aligned, else guarded scalars. */
+/** Output and bias declarations (bindings 2 and 3): vec4 arrays when the problem is tile-aligned. */
+function outputDecls(s: MatmulShape, aligned: boolean): string {
+  const t = aligned ? "vec4<f32>" : "f32";
+  return `@group(0) @binding(2) var<storage, read_write> C: array<${t}>;
+${s.bias ? `@group(0) @binding(3) var<storage, read> bias: array<${t}>;` : ""}`;
+}
+
+/** Stores of an 8×8 tile (plus the bias): vec4 when the problem is tile-aligned, else guarded scalars. */
 function storeTile(s: MatmulShape, aligned: boolean, value: (i: number, j: number) => string): string[] {
   const { m, n } = s;
   const out: string[] = [];
   for (let i = 0; i < PACKED_TILE.TM; i++) {
     for (let j = 0; j < PACKED_TILE.TN / 4; j++) {
       if (aligned) {
-        out.push(`  C[oc / 4u + (m0 + ${i}u) * ${n / 4}u + n4 + ${j}u] = ${value(i, j)};`);
+        out.push(`  C[oc / 4u + (m0 + ${i}u) * ${n / 4}u + n4 + ${j}u] = ${value(i, j)}${s.bias ? ` + bias[n4 + ${j}u]` : ""};`);
         continue;
       }
       out.push(`  if (m0 + ${i}u < ${m}u) {`, `    let v = ${value(i, j)};`);
       for (let q = 0; q < 4; q++) {
+        const col = `(n4 + ${j}u) * 4u + ${q}u`;
         out.push(
-          `    if ((n4 + ${j}u) * 4u + ${q}u < ${n}u) { C[oc + (m0 + ${i}u) * ${n}u + (n4 + ${j}u) * 4u + ${q}u] = v[${q}]; }`,
+          `    if (${col} < ${n}u) { C[oc + (m0 + ${i}u) * ${n}u + ${col}] = v[${q}]${s.bias ? ` + bias[${col}]` : ""}; }`,
         );
       }
       out.push("  }");
@@ -85,7 +93,7 @@ function isAligned(s: MatmulShape): boolean {
   return s.n % 4 === 0 && s.m % ROWS_PER_WG === 0 && s.n % COLS_PER_WG === 0;
 }
 
-/** The dot core: C[z][m][n] = Σ_k4 X(k4, m)·Y(k4, n) (binding 0: X, 1: Y, 2: C storage buffer). */
+/** The dot core: C[z][m][n] = Σ_k4 X(k4, m)·Y(k4, n) (+ bias[n]) (bindings: X, Y, C, bias). */
 export function packedDotKernel(s: MatmulShape): Kernel {
   const { m, n } = s;
   const { TM, TN, WX, WY } = PACKED_TILE;
@@ -101,10 +109,10 @@ export function packedDotKernel(s: MatmulShape): Kernel {
     `vec4<f32>(${[0, 1, 2, 3].map((q) => `c${i}_${4 * j + q}`).join(", ")})`;
   return {
     name: "matmul_packed_dot",
-    key: `${s.batch}x${m}x${n}x${s.k}`,
+    key: `${s.batch}x${m}x${n}x${s.k}${s.bias ? "_bias" : ""}`,
     code: `@group(0) @binding(0) var X: texture_storage_2d<rgba32float, read>;
 @group(0) @binding(1) var Y: texture_storage_2d<rgba32float, read>;
-@group(0) @binding(2) var<storage, read_write> C: array<${aligned ? "vec4<f32>" : "f32"}>;
+${outputDecls(s, aligned)}
 @compute @workgroup_size(${WX}, ${WY})
 fn main(@builtin(global_invocation_id) g: vec3<u32>) {
   let n4 = g.x * ${TN / 4}u;
@@ -121,7 +129,7 @@ ${storeTile(s, aligned, tile).join("\n")}
   };
 }
 
-/** The outer core: C[z] = X[z]ᵀ·Y[z] from packed textures (binding 0: X, 1: Y, 2: C storage buffer). */
+/** The outer core: C[z] = X[z]ᵀ·Y[z] (+ bias) from packed textures (bindings: X, Y, C, bias). */
 export function packedOuterKernel(s: MatmulShape): Kernel {
   const { m, n, k } = s;
   const { TM, TN, WX, WY } = PACKED_TILE;
@@ -140,10 +148,10 @@ export function packedOuterKernel(s: MatmulShape): Kernel {
   const store = storeTile(s, aligned, (i, j) => `c${i}_${j}`);
   return {
     name: "matmul_packed_outer",
-    key: `${s.batch}x${m}x${n}x${k}`,
+    key: `${s.batch}x${m}x${n}x${k}${s.bias ? "_bias" : ""}`,
     code: `@group(0) @binding(0) var X: texture_storage_2d<rgba32float, read>;
 @group(0) @binding(1) var Y: texture_storage_2d<rgba32float, read>;
-@group(0) @binding(2) var<storage, read_write> C: array<${aligned ? "vec4<f32>" : "f32"}>;
+${outputDecls(s, aligned)}
 @compute @workgroup_size(${WX}, ${WY})
 fn main(@builtin(global_invocation_id) g: vec3<u32>) {
   let n4 = g.x * ${TN4}u;

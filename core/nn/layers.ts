@@ -3,7 +3,6 @@
  * [in, out], y = x·W + b), LayerNorm and Embedding. Each owns its parameters (category `weights`).
  */
 import type { Gpu } from "../gpu.ts";
-import { add } from "../ops/elementwise.ts";
 import { embedding } from "../ops/embedding.ts";
 import { layerNorm } from "../ops/layernorm.ts";
 import { matmul } from "../ops/matmul.ts";
@@ -79,13 +78,9 @@ export class Linear implements LinearLike {
     this.bias = bias ? make(`${name}.bias`, [outFeatures], { constant: 0 }) : null;
   }
 
-  /** x·W + b. */
+  /** x·W + b (the bias added in the matmul's store). */
   forward(x: Tensor): Tensor {
-    const y = matmul(x, this.weight);
-    if (!this.bias) return y;
-    const out = add(y, this.bias);
-    y.dispose();
-    return out;
+    return matmul(x, this.weight, this.bias ? { bias: this.bias } : {});
   }
 
   /** `weight`, `bias`. */

@@ -8,6 +8,7 @@ import { needsGrad, record } from "../autograd.ts";
 import { empty, type Tensor } from "../tensor.ts";
 import { expectF32, expectSameGpu, fmt } from "./checks.ts";
 import { runPacked } from "./matmul_packed.ts";
+import { sumColumns } from "./reduce.ts";
 
 /** Kernel variants: workgroup-memory tiles (GPUs) or texture-read register blocks (software adapters). */
 export type MatmulVariant = "tiled" | "packed";
@@ -20,11 +21,13 @@ export interface MatmulOptions {
   transB?: boolean;
   /** Force a kernel variant (default: packed on software adapters, tiled elsewhere). */
   variant?: MatmulVariant;
+  /** A bias [N] added to every row, fused into the kernel's store (b must be 2-D). */
+  bias?: Tensor;
 }
 
 /**
- * Records C = op(A)·op(B) for the problem `s` into a new tensor of `shape`, or into `out` (e.g. a
- * row view of a bigger tensor); not recorded on the tape.
+ * Records C = op(A)·op(B) (+ bias when `s.bias`) for the problem `s` into a new tensor of
+ * `shape`, or into `out` (e.g. a row view of a bigger tensor); not recorded on the tape.
  */
 export function runMatmul(
   a: Tensor,
@@ -33,17 +36,16 @@ export function runMatmul(
   shape: readonly number[],
   variant?: MatmulVariant,
   out?: Tensor,
+  bias?: Tensor,
 ): Tensor {
   const gpu = a.gpu;
+  if (!!s.bias !== !!bias) throw new Error("runMatmul: the bias tensor and the problem's bias flag disagree");
   const c = out ?? empty(gpu, shape, { name: "matmul" });
   if ((variant ?? (gpu.cpuLike ? "packed" : "tiled")) === "packed") {
-    runPacked(a, b, c, s);
+    runPacked(a, b, c, s, undefined, bias);
   } else {
-    gpu.dispatch(
-      matmulTiledKernel(s),
-      [a.binding("matmul"), b.binding("matmul"), c.binding("matmul")],
-      tiledGrid(s),
-    );
+    const bindings = [a.binding("matmul"), b.binding("matmul"), c.binding("matmul")];
+    gpu.dispatch(matmulTiledKernel(s), bias ? [...bindings, bias.binding("matmul")] : bindings, tiledGrid(s));
   }
   return c;
 }
@@ -92,17 +94,27 @@ export function matmulShape(
   };
 }
 
-/** op(a)·op(b); see the file comment for the shapes it accepts. */
+/** op(a)·op(b) (+ bias); see the file comment for the shapes it accepts. */
 export function matmul(a: Tensor, b: Tensor, o: MatmulOptions = {}): Tensor {
   expectF32("matmul", a);
   expectF32("matmul", b);
   expectSameGpu("matmul", a, b);
-  const { s, shape } = matmulShape(a, b, o);
+  const { s: plain, shape } = matmulShape(a, b, o);
+  const bias = o.bias;
+  if (bias) {
+    expectF32("matmul", bias);
+    expectSameGpu("matmul", a, bias);
+    if (b.shape.length !== 2 || bias.size !== plain.n) {
+      throw new Error(`matmul: bias ${fmt(bias.shape)} needs a 2-D b and ${plain.n} elements (${describe(a, b, o)})`);
+    }
+  }
+  const s = bias ? { ...plain, bias: true } : plain;
   const v = o.variant;
-  const c = runMatmul(a, b, s, shape, v);
-  const { m, n, k, batch, transA, transB } = s;
+  const c = runMatmul(a, b, s, shape, v, undefined, bias);
+  const { m, n, k, batch, transA, transB } = plain;
   const sc = m * n;
-  return record("matmul", c, [a, b], [needsGrad(b) && a, needsGrad(a) && b], (g) => {
+  const inputs = bias ? [a, b, bias] : [a, b];
+  return record("matmul", c, inputs, [needsGrad(b) && a, needsGrad(a) && b], (g) => {
     let da: Tensor | null = null;
     let db: Tensor | null = null;
     if (needsGrad(a)) {
@@ -139,6 +151,7 @@ export function matmul(a: Tensor, b: Tensor, o: MatmulOptions = {}): Tensor {
           v,
         );
     }
-    return [da, db];
+    const dbias = bias && needsGrad(bias) ? sumColumns(g, batch * m, n, bias.shape) : null;
+    return bias ? [da, db, dbias] : [da, db];
   });
 }

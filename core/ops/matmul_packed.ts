@@ -44,7 +44,14 @@ export function choosePackedForm(s: MatmulShape, maxTextureDimension2D: number):
  * Records c = op(a)·op(b) for `s` with a packed core (the tiled kernel if no form fits the
  * textures); `force` picks the form (tests).
  */
-export function runPacked(a: Tensor, b: Tensor, c: Tensor, s: MatmulShape, force?: PackedForm): void {
+export function runPacked(
+  a: Tensor,
+  b: Tensor,
+  c: Tensor,
+  s: MatmulShape,
+  force?: PackedForm,
+  bias?: Tensor,
+): void {
   const gpu = a.gpu;
   const form = force ?? choosePackedForm(s, gpu.info.limits.maxTextureDimension2D);
   if (!form) {
@@ -63,7 +70,8 @@ export function runPacked(a: Tensor, b: Tensor, c: Tensor, s: MatmulShape, force
   const x = pack(gpu, sa, s.transA !== kMajor, l.xWidth, l.xRows, s.batch, "matmul_x");
   const y = pack(gpu, sb, s.transB === kMajor, l.yWidth, l.yRows, s.batch, "matmul_y");
   const core = form === "outer" ? packedOuterKernel(s) : packedDotKernel(s);
-  gpu.dispatch(core, [x.texture.createView(), y.texture.createView(), c.binding("matmul")], packedGrid(s));
+  const bindings = [x.texture.createView(), y.texture.createView(), c.binding("matmul")];
+  gpu.dispatch(core, bias ? [...bindings, bias.binding("matmul")] : bindings, packedGrid(s));
   gpu.memory.freeTexture(x);
   gpu.memory.freeTexture(y);
 }

@@ -147,3 +147,16 @@ Deno.test("the packed form is the one with less estimated transpose + core time"
   equal(choosePackedForm(s(256, 1024, 4096, true, false), 16384), "outer"); // xᵀ·dY: no transpose
   equal(choosePackedForm(s(4096, 50304, 768, false, true), 16384), "outer"); // logits: V rows exceed the dot form
 });
+
+for (const variant of variants) {
+  gpuTest(`matmul ${variant} with a fused bias matches x·W + b and its finite differences`, async (gpu) => {
+    for (const [rows, c, n] of [[5, 7, 3], [64, 32, 64], [70, 9, 66]]) {
+      await checkOp(gpu, {
+        shapes: [[rows, c], [c, n], [n]],
+        run: ([x, w, b]) => matmul(x, w, { variant, bias: b }),
+        reference: ([x, w, b]) => matmulRef(x, w, rows, n, c).map((v, i) => v + b[i % n]),
+        maxDifferences: 60,
+      });
+    }
+  });
+}
