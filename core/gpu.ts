@@ -19,6 +19,21 @@ export interface GpuOptions {
   backend?: Backend;
   /** Passed to `requestAdapter`. */
   powerPreference?: GPUPowerPreference;
+  /**
+   * Time every dispatch with timestamp queries (each dispatch gets its own compute pass, so this
+   * slows steps a little); read the totals with {@link Gpu.takeProfile}.
+   */
+  profile?: boolean;
+}
+
+/** Accumulated GPU time of one kernel family under profiling. */
+export interface KernelTime {
+  /** Kernel name (e.g. `matmul_packed_outer`). */
+  kernel: string;
+  /** Dispatches timed. */
+  count: number;
+  /** Total GPU milliseconds. */
+  ms: number;
 }
 
 /** What a report needs to say about the adapter. */
@@ -107,11 +122,21 @@ export class Gpu {
   #dispatches = 0;
   #submits = 0;
   #lost: string | null = null;
+  #querySet: GPUQuerySet | null = null;
+  #queryNames: string[] = [];
+  #profile = new Map<string, KernelTime>();
+  #profileReads: Promise<void>[] = [];
 
-  /** Wraps a device; use {@link requestGpu} to get one. */
-  constructor(device: GPUDevice, info: AdapterReport) {
+  /** Wraps a device; use {@link requestGpu} to get one. `profile` needs the timestamp-query feature. */
+  constructor(device: GPUDevice, info: AdapterReport, profile = false) {
     this.device = device;
     this.info = info;
+    if (profile) {
+      if (!device.features.has("timestamp-query")) {
+        throw new Error("profiling needs the adapter's timestamp-query feature, which this adapter lacks");
+      }
+      this.#querySet = device.createQuerySet({ type: "timestamp", count: PROFILE_QUERIES });
+    }
     this.memory = new Memory(device, info.limits.maxBufferSize);
     this.pipelines = new PipelineCache(device);
     this.cpuLike = info.fallback ||
@@ -119,6 +144,11 @@ export class Gpu {
     device.lost.then((i) => {
       this.#lost = `${i.reason}: ${i.message}`;
     });
+  }
+
+  /** True when dispatches are timed (see {@link takeProfile}). */
+  get profiling(): boolean {
+    return this.#querySet !== null;
   }
 
   /** Dispatches since the last submit (the step's dispatch count). */
@@ -140,12 +170,26 @@ export class Gpu {
     bindings: readonly Binding[],
     workgroups: readonly [number, number?, number?] | undefined = kernel.workgroups,
   ): void {
-    if (!workgroups) throw new Error(`dispatch: kernel ${kernel.name} [${kernel.key}] needs workgroup counts`);
+    if (!workgroups) {
+      throw new Error(`dispatch: kernel ${kernel.name} [${kernel.key}] needs workgroup counts`);
+    }
     const p: Pipeline = this.pipelines.get(kernel);
     const bindGroup = this.device.createBindGroup({
       layout: p.layout,
       entries: bindings.map((resource, binding) => ({ binding, resource })),
     });
+    if (this.#querySet && this.#queryNames.length * 2 < PROFILE_QUERIES) {
+      this.#endPass();
+      const i = this.#queryNames.length;
+      this.#queryNames.push(kernel.name);
+      this.#pass = this.#enc().beginComputePass({
+        timestampWrites: {
+          querySet: this.#querySet,
+          beginningOfPassWriteIndex: 2 * i,
+          endOfPassWriteIndex: 2 * i + 1,
+        },
+      });
+    }
     const pass = this.#computePass();
     pass.setPipeline(p.pipeline);
     pass.setBindGroup(0, bindGroup);
@@ -232,6 +276,7 @@ export class Gpu {
       return;
     }
     this.#endPass();
+    if (this.#querySet && this.#queryNames.length) this.#resolveProfile();
     const encoder = this.#encoder;
     const labels = this.#labels;
     const dispatches = this.#dispatches;
@@ -264,6 +309,36 @@ export class Gpu {
       throw failure;
     }
     this.#settleReads();
+  }
+
+  /**
+   * GPU time per kernel family since the last call (profiling mode only), slowest first. Waits for
+   * the submitted steps' timestamps.
+   */
+  async takeProfile(): Promise<KernelTime[]> {
+    await Promise.all(this.#profileReads.splice(0));
+    const out = [...this.#profile.values()].sort((a, b) => b.ms - a.ms);
+    this.#profile.clear();
+    return out;
+  }
+
+  #resolveProfile(): void {
+    const names = this.#queryNames;
+    this.#queryNames = [];
+    const bytes = names.length * 16;
+    const resolve = this.memory.alloc(bytes, "workspace", "timestamps", "query");
+    this.#enc().resolveQuerySet(this.#querySet!, 0, names.length * 2, resolve.buffer, 0);
+    const read = this.read(resolve.buffer, 0, bytes);
+    this.#afterSubmit.push(() => this.memory.free(resolve));
+    this.#profileReads.push(read.then((data) => {
+      const t = new BigUint64Array(data);
+      names.forEach((name, i) => {
+        const e = this.#profile.get(name) ?? { kernel: name, count: 0, ms: 0 };
+        e.count++;
+        e.ms += Number(t[2 * i + 1] - t[2 * i]) / 1e6;
+        this.#profile.set(name, e);
+      });
+    }));
   }
 
   /** Resolves when the GPU has finished all submitted work (costs a round trip: ≥ 10 ms here). */
@@ -317,6 +392,9 @@ function backendFromEnv(): string | undefined {
 
 let adapterRequested = false;
 
+/** Timestamps per step in profiling mode (two per dispatch). */
+const PROFILE_QUERIES = 4096;
+
 /**
  * Acquires an adapter and a device with the adapter's real limits (not WebGPU's defaults).
  * Throws {@link NoAdapterError} with install hints when there is none.
@@ -343,6 +421,7 @@ export async function requestGpu(options: GpuOptions = {}): Promise<Gpu> {
   const requiredLimits: Record<string, number> = {};
   for (const name of LIMIT_NAMES) requiredLimits[name] = adapter.limits[name];
   const features: GPUFeatureName[] = adapter.features.has("shader-f16") ? ["shader-f16"] : [];
+  if (options.profile && adapter.features.has("timestamp-query")) features.push("timestamp-query");
   const device = await adapter.requestDevice({ requiredLimits, requiredFeatures: features });
   const i = adapter.info;
   const info: AdapterReport = {
@@ -351,7 +430,7 @@ export async function requestGpu(options: GpuOptions = {}): Promise<Gpu> {
     architecture: i.architecture,
     backend: backendFromEnv() ?? "default",
     fallback: i.isFallbackAdapter ?? false,
-    f16: features.length > 0,
+    f16: features.includes("shader-f16"),
     limits: {
       maxBufferSize: device.limits.maxBufferSize,
       maxStorageBufferBindingSize: device.limits.maxStorageBufferBindingSize,
@@ -361,5 +440,5 @@ export async function requestGpu(options: GpuOptions = {}): Promise<Gpu> {
       maxTextureDimension2D: device.limits.maxTextureDimension2D,
     },
   };
-  return new Gpu(device, info);
+  return new Gpu(device, info, options.profile);
 }

@@ -83,10 +83,14 @@ export interface MemoryEvent {
 
 const STORAGE_USAGE = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC |
   GPUBufferUsage.COPY_DST;
-const READBACK_USAGE = GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST;
+const USAGE: Record<BufferKind, number> = {
+  storage: STORAGE_USAGE,
+  readback: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
+  query: GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC,
+};
 
-/** Kind of buffer: device storage (all tensors) or a host-readable staging buffer. */
-export type BufferKind = "storage" | "readback";
+/** Kind of buffer: device storage (all tensors), host-readable staging, or timestamp resolve. */
+export type BufferKind = "storage" | "readback" | "query";
 
 /**
  * Size class of a request: powers of two up to 1 MiB, then steps of an eighth of the power of two
@@ -149,7 +153,7 @@ export class Memory {
     } else {
       buffer = this.#device.createBuffer({
         size,
-        usage: kind === "storage" ? STORAGE_USAGE : READBACK_USAGE,
+        usage: USAGE[kind],
         label,
       });
     }
@@ -164,7 +168,7 @@ export class Memory {
     if (a.freed) throw new Error(`memory: ${a.label} freed twice`);
     a.freed = true;
     const size = a.buffer.size;
-    const kind: BufferKind = a.buffer.usage & GPUBufferUsage.MAP_READ ? "readback" : "storage";
+    const kind = (Object.keys(USAGE) as BufferKind[]).find((k) => USAGE[k] === a.buffer.usage)!;
     const key = `${kind}:${size}`;
     const pool = this.#pools.get(key) ?? [];
     pool.push(a.buffer);

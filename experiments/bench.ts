@@ -90,7 +90,14 @@ async function benchMatmul(gpu: Gpu, variant: MatmulVariant): Promise<BenchResul
 }
 
 /** The training-step configuration of the bench (issue: 6 layers, d 256, 4 heads, T 128, B 8, V 4096). */
-export const STEP_CONFIG: StepConfig = { nLayer: 6, nEmbd: 256, nHead: 4, vocabSize: 4096, blockSize: 128, batchSize: 8 };
+export const STEP_CONFIG: StepConfig = {
+  nLayer: 6,
+  nEmbd: 256,
+  nHead: 4,
+  vocabSize: 4096,
+  blockSize: 128,
+  batchSize: 8,
+};
 
 /**
  * One GPT-2 training step (forward, backward, AdamW, one submit, loss read back) beside PyTorch's
@@ -98,12 +105,23 @@ export const STEP_CONFIG: StepConfig = { nLayer: 6, nEmbd: 256, nHead: 4, vocabS
  */
 async function benchTrainStep(gpu: Gpu): Promise<BenchResult[]> {
   const c = STEP_CONFIG;
-  const model = new GPT(gpu, { vocabSize: c.vocabSize, blockSize: c.blockSize, nLayer: c.nLayer, nHead: c.nHead, nEmbd: c.nEmbd });
+  const model = new GPT(gpu, {
+    vocabSize: c.vocabSize,
+    blockSize: c.blockSize,
+    nLayer: c.nLayer,
+    nHead: c.nHead,
+    nEmbd: c.nEmbd,
+  });
   const opt = new AdamW(gpu, { weightDecay: 0.1 });
   const params = model.namedParameters();
   const n = c.batchSize * c.blockSize;
   const ids = Uint32Array.from({ length: n }, (_, i) => (i * 7919) % c.vocabSize);
-  const input = { ids, targets: ids.map((x) => (x + 1) % c.vocabSize), batchSize: c.batchSize, blockSize: c.blockSize };
+  const input = {
+    ids,
+    targets: ids.map((x) => (x + 1) % c.vocabSize),
+    batchSize: c.batchSize,
+    blockSize: c.blockSize,
+  };
   let dispatches = 0;
   const step = async () => {
     const loss = tidy(() => model.loss(input));
@@ -117,6 +135,7 @@ async function benchTrainStep(gpu: Gpu): Promise<BenchResult[]> {
     return (await value)[0];
   };
   for (let i = 0; i < 2; i++) await step();
+  if (gpu.profiling) await gpu.takeProfile();
   gpu.memory.resetPeak();
   let best = Infinity;
   for (let i = 0; i < 4; i++) {
@@ -206,9 +225,13 @@ function table(rows: BenchResult[]): string {
 if (import.meta.main) {
   const { values } = parseArgs({
     args: Deno.args,
-    options: { json: { type: "boolean", default: false }, filter: { type: "string" } },
+    options: {
+      json: { type: "boolean", default: false },
+      filter: { type: "string" },
+      profile: { type: "boolean", default: false },
+    },
   });
-  const gpu = await requestGpu();
+  const gpu = await requestGpu({ profile: values.profile });
   const benches: Record<string, (g: Gpu) => Promise<BenchResult[]>> = {
     matmul: (g) => benchMatmul(g, g.cpuLike ? "packed" : "tiled"),
     dispatch: benchDispatch,
@@ -233,4 +256,16 @@ if (import.meta.main) {
     all.push(...rows);
   }
   if (!values.json) console.log(table(all));
+  if (values.profile) {
+    const times = await gpu.takeProfile();
+    const total = times.reduce((s, t) => s + t.ms, 0);
+    console.log(`\nGPU time per kernel over the timed work (${total.toFixed(0)} ms in all):`);
+    for (const t of times) {
+      console.log(
+        `  ${t.kernel.padEnd(28)} ${t.ms.toFixed(1).padStart(9)} ms ${
+          (100 * t.ms / total).toFixed(1).padStart(5)
+        }%  ${t.count} dispatches`,
+      );
+    }
+  }
 }

@@ -4,7 +4,15 @@
  * bias corrections) come from a small buffer so the pipeline is compiled once per shape; the
  * gradient is multiplied by the clip factor the clip kernel wrote on the GPU (no readback).
  */
-import { f32, floatType, grid, type Kernel, vectorWidth, WGSL_GRID_PARAMS, WGSL_GROUP_INDEX } from "./kernel.ts";
+import {
+  f32,
+  floatType,
+  grid,
+  type Kernel,
+  vectorWidth,
+  WGSL_GRID_PARAMS,
+  WGSL_GROUP_INDEX,
+} from "./kernel.ts";
 
 /** Floats per parameter in the hyper-parameter buffer (one 256-byte aligned slot each). */
 export const HYPER_SLOT = 64;

@@ -2,7 +2,15 @@
  * Elementwise kernels: fill, add/mul with a periodic (bias-style) second operand, scale,
  * accumulate. Each invocation handles a vec4 when the sizes allow (see `vectorWidth`).
  */
-import { f32, floatType, grid, type Kernel, vectorWidth, WGSL_GRID_PARAMS, WGSL_GROUP_INDEX } from "./kernel.ts";
+import {
+  f32,
+  floatType,
+  grid,
+  type Kernel,
+  vectorWidth,
+  WGSL_GRID_PARAMS,
+  WGSL_GROUP_INDEX,
+} from "./kernel.ts";
 
 /** Threads per workgroup of the elementwise kernels. */
 export const ELEMENTWISE_WG = 64;
@@ -17,7 +25,9 @@ function elementwise(
   body: string,
 ): Kernel {
   const t = floatType(w);
-  const decls = bindings.map((b, i) => `@group(0) @binding(${i}) var<storage, ${b.replace("$T", t)};`).join("\n");
+  const decls = bindings.map((b, i) => `@group(0) @binding(${i}) var<storage, ${b.replace("$T", t)};`).join(
+    "\n",
+  );
   const units = n / w;
   return {
     name,
@@ -36,7 +46,14 @@ fn main(${WGSL_GRID_PARAMS}) {
 /** out[i] = value, for n elements. */
 export function fillKernel(n: number, value: number): Kernel {
   const w = vectorWidth(n);
-  return elementwise("fill", `v${value}`, n, w, ["read_write> out: array<$T>"], `out[i] = ${floatType(w)}(${f32(value)});`);
+  return elementwise(
+    "fill",
+    `v${value}`,
+    n,
+    w,
+    ["read_write> out: array<$T>"],
+    `out[i] = ${floatType(w)}(${f32(value)});`,
+  );
 }
 
 /**

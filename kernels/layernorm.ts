@@ -3,7 +3,15 @@
  * which software adapters execute slowly; rows are read as vec4 when C divides by 4. Mean and 1/σ
  * are saved for backward.
  */
-import { f32, floatType, grid, type Kernel, vectorWidth, WGSL_GRID_PARAMS, WGSL_GROUP_INDEX } from "./kernel.ts";
+import {
+  f32,
+  floatType,
+  grid,
+  type Kernel,
+  vectorWidth,
+  WGSL_GRID_PARAMS,
+  WGSL_GROUP_INDEX,
+} from "./kernel.ts";
 import { COLUMN_CHUNK } from "./reduce.ts";
 
 function header(c: number): { t: string; cu: number; hsum: string } {
@@ -12,7 +20,9 @@ function header(c: number): { t: string; cu: number; hsum: string } {
   return {
     t,
     cu: c / w,
-    hsum: w === 4 ? "fn hsum(v: vec4<f32>) -> f32 { return v.x + v.y + v.z + v.w; }" : "fn hsum(v: f32) -> f32 { return v; }",
+    hsum: w === 4
+      ? "fn hsum(v: vec4<f32>) -> f32 { return v.x + v.y + v.z + v.w; }"
+      : "fn hsum(v: f32) -> f32 { return v; }",
   };
 }
 

@@ -31,7 +31,9 @@ export interface MatmulShape {
 
 /** Short key naming a shape in kernel caches and errors. */
 export function matmulKey(s: MatmulShape): string {
-  return `${s.batch}x${s.m}x${s.n}x${s.k}_t${+s.transA}${+s.transB}_s${s.strideA}_${s.strideB}${s.bias ? "_bias" : ""}`;
+  return `${s.batch}x${s.m}x${s.n}x${s.k}_t${+s.transA}${+s.transB}_s${s.strideA}_${s.strideB}${
+    s.bias ? "_bias" : ""
+  }`;
 }
 
 const TILE = 64;
@@ -109,7 +111,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
     let row = row0 + lid.y * 4u + i;
     for (var j = 0u; j < 4u; j++) {
       let col = col0 + lid.x * 4u + j;
-      if (row < ${m}u && col < ${n}u) { cm[oc + row * ${n}u + col] = acc[i * 4u + j]${s.bias ? " + bias[col]" : ""}; }
+      if (row < ${m}u && col < ${n}u) { cm[oc + row * ${n}u + col] = acc[i * 4u + j]${
+      s.bias ? " + bias[col]" : ""
+    }; }
     }
   }
 }`,

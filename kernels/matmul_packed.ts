@@ -73,14 +73,20 @@ function storeTile(s: MatmulShape, aligned: boolean, value: (i: number, j: numbe
   for (let i = 0; i < PACKED_TILE.TM; i++) {
     for (let j = 0; j < PACKED_TILE.TN / 4; j++) {
       if (aligned) {
-        out.push(`  C[oc / 4u + (m0 + ${i}u) * ${n / 4}u + n4 + ${j}u] = ${value(i, j)}${s.bias ? ` + bias[n4 + ${j}u]` : ""};`);
+        out.push(
+          `  C[oc / 4u + (m0 + ${i}u) * ${n / 4}u + n4 + ${j}u] = ${value(i, j)}${
+            s.bias ? ` + bias[n4 + ${j}u]` : ""
+          };`,
+        );
         continue;
       }
       out.push(`  if (m0 + ${i}u < ${m}u) {`, `    let v = ${value(i, j)};`);
       for (let q = 0; q < 4; q++) {
         const col = `(n4 + ${j}u) * 4u + ${q}u`;
         out.push(
-          `    if (${col} < ${n}u) { C[oc + (m0 + ${i}u) * ${n}u + ${col}] = v[${q}]${s.bias ? ` + bias[${col}]` : ""}; }`,
+          `    if (${col} < ${n}u) { C[oc + (m0 + ${i}u) * ${n}u + ${col}] = v[${q}]${
+            s.bias ? ` + bias[${col}]` : ""
+          }; }`,
         );
       }
       out.push("  }");

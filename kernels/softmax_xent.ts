@@ -1,16 +1,24 @@
 /**
  * Softmax + cross-entropy over rows of logits with a per-row weight (the loss mask): loss =
  * Σ m·(lse − x[target]) / Σ m. A target outside [0, V) on a counted row gives NaN, never a number.
- * One thread per row (see layernorm.ts for why).
+ * One thread per row in the forward (see layernorm.ts for why), one per vec4 of logits in the
+ * backward; rows are read as vec4 when V divides by 4.
  */
-import { type Kernel, WGSL_GRID_PARAMS, WGSL_GROUP_INDEX } from "./kernel.ts";
+import { floatType, grid, type Kernel, vectorWidth, WGSL_GRID_PARAMS, WGSL_GROUP_INDEX } from "./kernel.ts";
 
-/** Per row: lse[n] and rowloss[n] = m[n]·(lse − x[n, t[n]]). */
+/** Per row: lse[n] and rowloss[n] = m[n]·(lse − x[n, t[n]]). Bindings: x, targets, mask, lse, rowloss. */
 export function xentRowsKernel(rows: number, v: number): Kernel {
+  const w = vectorWidth(v);
+  const t = floatType(w);
+  const vu = v / w;
+  const max = w === 4 ? "max(max(u.x, u.y), max(u.z, u.w))" : "u";
+  const sum = w === 4 ? "e.x + e.y + e.z + e.w" : "e";
+  const at = w === 4 ? "x[(o * 4u + tg) / 4u][tg % 4u]" : "x[o + tg]";
   return {
     name: "xent_rows",
     key: `r${rows}_v${v}`,
-    code: `@group(0) @binding(0) var<storage, read> x: array<f32>;
+    workgroups: grid(Math.ceil(rows / 64)),
+    code: `@group(0) @binding(0) var<storage, read> x: array<${t}>;
 @group(0) @binding(1) var<storage, read> tgt: array<u32>;
 @group(0) @binding(2) var<storage, read> mask: array<f32>;
 @group(0) @binding(3) var<storage, read_write> lse: array<f32>;
@@ -19,18 +27,18 @@ export function xentRowsKernel(rows: number, v: number): Kernel {
 fn main(${WGSL_GRID_PARAMS}) {
   let r = ${WGSL_GROUP_INDEX} * 64u + lid;
   if (r >= ${rows}u) { return; }
-  let o = r * ${v}u;
-  var mx = x[o];
-  for (var j = 1u; j < ${v}u; j++) { mx = max(mx, x[o + j]); }
+  let o = r * ${vu}u;
+  var mx = -3.0e38;
+  for (var j = 0u; j < ${vu}u; j++) { let u = x[o + j]; mx = max(mx, ${max}); }
   var s = 0.0;
-  for (var j = 0u; j < ${v}u; j++) { s += exp(x[o + j] - mx); }
+  for (var j = 0u; j < ${vu}u; j++) { let e = exp(x[o + j] - mx); s += ${sum}; }
   let l = mx + log(s);
   lse[r] = l;
-  let t = tgt[r];
+  let tg = tgt[r];
   let m = mask[r];
   var loss = 0.0;
   if (m != 0.0) {
-    if (t < ${v}u) { loss = m * (l - x[o + t]); } else { loss = bitcast<f32>(0x7fc00000u); }
+    if (tg < ${v}u) { loss = m * (l - ${at}); } else { loss = bitcast<f32>(0x7fc00000u); }
   }
   rowloss[r] = loss;
 }`,
@@ -42,6 +50,7 @@ export function xentFinishKernel(rows: number): Kernel {
   return {
     name: "xent_finish",
     key: `r${rows}`,
+    workgroups: [1],
     code: `@group(0) @binding(0) var<storage, read> rowloss: array<f32>;
 @group(0) @binding(1) var<storage, read> mask: array<f32>;
 @group(0) @binding(2) var<storage, read_write> loss: array<f32>;
@@ -61,29 +70,38 @@ fn main() {
 
 /**
  * dx[n, j] = g·scale·m[n]·(softmax(x[n])[j] − [j = t[n]]); with `inPlace`, dx overwrites x (the
- * chunked LM head recomputes logits and needs no second buffer).
+ * chunked LM head recomputes logits and needs no second buffer). Bindings: x, targets, mask, lse,
+ * scale, g, (dx).
  */
 export function xentBackwardKernel(rows: number, v: number, inPlace = false): Kernel {
+  const w = vectorWidth(v);
+  const t = floatType(w);
+  const vu = v / w;
+  const hit = w === 4
+    ? `let k = i32(tgt[r]) - i32(j * 4u);
+  if (k >= 0 && k < 4) { d[k] -= 1.0; }`
+    : `if (j == tgt[r]) { d -= 1.0; }`;
   return {
     name: "xent_backward",
     key: `r${rows}_v${v}_inplace${+inPlace}`,
-    code: `@group(0) @binding(0) var<storage, ${inPlace ? "read_write" : "read"}> x: array<f32>;
+    workgroups: grid(Math.ceil((rows * vu) / 64)),
+    code: `@group(0) @binding(0) var<storage, ${inPlace ? "read_write" : "read"}> x: array<${t}>;
 @group(0) @binding(1) var<storage, read> tgt: array<u32>;
 @group(0) @binding(2) var<storage, read> mask: array<f32>;
 @group(0) @binding(3) var<storage, read> lse: array<f32>;
 @group(0) @binding(4) var<storage, read> scale: array<f32>;
 @group(0) @binding(5) var<storage, read> g: array<f32>;
-${inPlace ? "" : "@group(0) @binding(6) var<storage, read_write> dx: array<f32>;"}
+${inPlace ? "" : `@group(0) @binding(6) var<storage, read_write> dx: array<${t}>;`}
 @compute @workgroup_size(64)
 fn main(${WGSL_GRID_PARAMS}) {
   let i = ${WGSL_GROUP_INDEX} * 64u + lid;
-  if (i >= ${rows * v}u) { return; }
-  let r = i / ${v}u;
-  let j = i % ${v}u;
-  let w = g[0] * scale[0] * mask[r];
+  if (i >= ${rows * vu}u) { return; }
+  let r = i / ${vu}u;
+  let j = i % ${vu}u;
+  let wgt = g[0] * scale[0] * mask[r];
   var d = exp(x[i] - lse[r]);
-  if (j == tgt[r]) { d -= 1.0; }
-  ${inPlace ? "x" : "dx"}[i] = w * d;
+  ${hit}
+  ${inPlace ? "x" : "dx"}[i] = wgt * d;
 }`,
   };
 }

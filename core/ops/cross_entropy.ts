@@ -2,7 +2,6 @@
  * Softmax cross-entropy with a per-token mask: mean over counted tokens of −log softmax(logits)[target].
  * Masked tokens (mask 0) contribute nothing; an all-zero mask gives loss 0 and zero gradients.
  */
-import { grid } from "../../kernels/kernel.ts";
 import { xentBackwardKernel, xentFinishKernel, xentRowsKernel } from "../../kernels/softmax_xent.ts";
 import { record } from "../autograd.ts";
 import { empty, type Tensor } from "../tensor.ts";
@@ -37,13 +36,13 @@ export function crossEntropy(logits: Tensor, targets: Tensor, mask: Tensor): Ten
     mask.binding("crossEntropy"),
     lse.binding("crossEntropy"),
     rowLoss.binding("crossEntropy"),
-  ], grid(Math.ceil(rows / 64)));
+  ]);
   gpu.dispatch(xentFinishKernel(rows), [
     rowLoss.binding("crossEntropy"),
     mask.binding("crossEntropy"),
     loss.binding("crossEntropy"),
     scale.binding("crossEntropy"),
-  ], [1]);
+  ]);
   rowLoss.dispose();
   const out = record("crossEntropy", loss, [logits], [logits, targets, mask, lse, scale], (g) => {
     const dx = empty(gpu, logits.shape, { name: "dlogits" });
@@ -55,7 +54,7 @@ export function crossEntropy(logits: Tensor, targets: Tensor, mask: Tensor): Ten
       scale.binding("crossEntropy"),
       g.binding("crossEntropy"),
       dx.binding("crossEntropy"),
-    ], grid(Math.ceil(logits.size / 64)));
+    ]);
     return [dx];
   });
   lse.dispose();

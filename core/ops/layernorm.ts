@@ -1,5 +1,4 @@
 /** LayerNorm over the last dimension: forward and backward (dx, dγ, dβ). */
-import { grid } from "../../kernels/kernel.ts";
 import {
   layerNormBackwardKernel,
   layerNormForwardKernel,
@@ -73,8 +72,8 @@ export function layerNorm(x: Tensor, gamma: Tensor, beta: Tensor, eps = 1e-5): T
       dgamma = empty(gpu, gamma.shape, { name: "dgamma" });
       dbeta = empty(gpu, beta.shape, { name: "dbeta" });
       const finish = columnFinishKernel(chunks, c);
-      gpu.dispatch(finish, [pg.binding("layerNorm"), dgamma.binding("layerNorm")], grid(Math.ceil(c / 64)));
-      gpu.dispatch(finish, [pb.binding("layerNorm"), dbeta.binding("layerNorm")], grid(Math.ceil(c / 64)));
+      gpu.dispatch(finish, [pg.binding("layerNorm"), dgamma.binding("layerNorm")]);
+      gpu.dispatch(finish, [pb.binding("layerNorm"), dbeta.binding("layerNorm")]);
       pg.dispose();
       pb.dispose();
       if (!needsGrad(gamma)) {

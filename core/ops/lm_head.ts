@@ -6,7 +6,6 @@
  * logits, turns them into gradients in place and multiplies them out, so no binding ever exceeds
  * the limit and no [N, V] tensor exists.
  */
-import { grid } from "../../kernels/kernel.ts";
 import { accumulateKernel } from "../../kernels/elementwise.ts";
 import { xentBackwardKernel, xentFinishKernel, xentRowsKernel } from "../../kernels/softmax_xent.ts";
 import { needsGrad, record } from "../autograd.ts";
@@ -116,12 +115,11 @@ function chunkedLoss(
     gpu.dispatch(
       xentRowsKernel(r1 - r0, v),
       [logits, ...views.slice(1)].map((t) => t.binding("lmHeadLoss")),
-      grid(Math.ceil((r1 - r0) / 64)),
     );
     logits.dispose();
     for (const t of views) t.dispose();
   }
-  gpu.dispatch(xentFinishKernel(rows), [rowLoss, mask, loss, scale].map((t) => t.binding("lmHeadLoss")), [1]);
+  gpu.dispatch(xentFinishKernel(rows), [rowLoss, mask, loss, scale].map((t) => t.binding("lmHeadLoss")));
   rowLoss.dispose();
   const out = record("lmHeadLoss", loss, [x, wte], [flat, wte, targets, mask, lse, scale], (g) => {
     const dx = needsGrad(x) ? empty(gpu, x.shape, { name: "dlm_x" }) : null;
@@ -135,7 +133,6 @@ function chunkedLoss(
       gpu.dispatch(
         xentBackwardKernel(n, v, true),
         [dlogits, ...views, scale, g].map((t) => t.binding("lmHeadLoss")),
-        grid(Math.ceil((n * v) / 64)),
       );
       if (dxFlat) {
         const dxs = dxFlat.rows(r0, r1);

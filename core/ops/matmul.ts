@@ -105,7 +105,9 @@ export function matmul(a: Tensor, b: Tensor, o: MatmulOptions = {}): Tensor {
     expectF32("matmul", bias);
     expectSameGpu("matmul", a, bias);
     if (b.shape.length !== 2 || bias.size !== plain.n) {
-      throw new Error(`matmul: bias ${fmt(bias.shape)} needs a 2-D b and ${plain.n} elements (${describe(a, b, o)})`);
+      throw new Error(
+        `matmul: bias ${fmt(bias.shape)} needs a 2-D b and ${plain.n} elements (${describe(a, b, o)})`,
+      );
     }
   }
   const s = bias ? { ...plain, bias: true } : plain;

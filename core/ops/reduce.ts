@@ -5,12 +5,10 @@ import {
   columnPartialsKernel,
   l2NormBackwardKernel,
   sumFinishKernel,
-  sumPartialsGrid,
   sumPartialsKernel,
   sumParts,
 } from "../../kernels/reduce.ts";
 import { broadcastScalarKernel } from "../../kernels/elementwise.ts";
-import { grid } from "../../kernels/kernel.ts";
 import { noGrad, record } from "../autograd.ts";
 import type { Gpu } from "../gpu.ts";
 import { empty, type Tensor, withCategory } from "../tensor.ts";
@@ -21,7 +19,6 @@ function partials(x: Tensor, square: boolean): Tensor {
   x.gpu.dispatch(
     sumPartialsKernel(x.size, square),
     [x.binding("sum"), p.binding("sum")],
-    sumPartialsGrid(x.size),
   );
   return p;
 }
@@ -74,7 +71,6 @@ export function sumColumns(x: Tensor, rows: number, cols: number, shape: readonl
     x.gpu.dispatch(
       columnPartialsKernel(rows, cols),
       [x.binding("sum_columns"), out.binding("sum_columns")],
-      grid(Math.ceil(cols / 64)),
     );
     return out;
   }
@@ -83,12 +79,10 @@ export function sumColumns(x: Tensor, rows: number, cols: number, shape: readonl
   x.gpu.dispatch(
     columnPartialsKernel(rows, cols),
     [x.binding("sum_columns"), p.binding("sum_columns")],
-    grid(Math.ceil(chunks * cols / 64)),
   );
   x.gpu.dispatch(
     columnFinishKernel(chunks, cols),
     [p.binding("sum_columns"), out.binding("sum_columns")],
-    grid(Math.ceil(cols / 64)),
   );
   p.dispose();
   return out;
@@ -106,7 +100,7 @@ export function l2Norm(x: Tensor): Tensor {
       out.binding("l2Norm"),
       g.binding("l2Norm"),
       dx.binding("l2Norm"),
-    ], grid(Math.ceil(x.size / 64)));
+    ]);
     return [dx];
   });
 }

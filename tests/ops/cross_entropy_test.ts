@@ -20,6 +20,24 @@ gpuTest("masked cross-entropy matches the reference; masked rows get no gradient
   m.dispose();
 });
 
+gpuTest(
+  "masked cross-entropy over a vocabulary divisible by 4 (vec4 rows) matches the reference",
+  async (gpu) => {
+    const v = 8;
+    const mask = [1, 1, 0, 1, 0, 1];
+    const tg = [7, 0, 4, 1, 2, 5];
+    const t = fromArray(gpu, tg, [6], { dtype: "u32" });
+    const m = fromArray(gpu, mask, [6]);
+    await checkOp(gpu, {
+      shapes: [[6, v]],
+      run: ([x]) => crossEntropy(x, t, m),
+      reference: ([x]) => Float64Array.of(crossEntropyRef(x, tg, mask, v)),
+    });
+    t.dispose();
+    m.dispose();
+  },
+);
+
 gpuTest("an all-zero mask gives loss 0; an out-of-range target gives NaN, not a number", async (gpu) => {
   const x = fromArray(gpu, new Float32Array(12), [3, 4]);
   const t = fromArray(gpu, [1, 2, 3], [3], { dtype: "u32" });

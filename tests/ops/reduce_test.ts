@@ -8,7 +8,7 @@ const total = (x: Float64Array) => x.reduce((p, v) => p + v, 0);
 gpuTest(
   "sum and mean match the reference, over more elements than the first stage has threads",
   async (gpu) => {
-    for (const n of [1, 63, 3001]) {
+    for (const n of [1, 63, 3001, 4100]) {
       await checkOp(gpu, {
         shapes: [[n]],
         run: ([x]) => sum(x),
@@ -25,12 +25,14 @@ gpuTest(
   },
 );
 
-gpuTest("bias gradient sums over more rows than one column chunk", async (gpu) => {
-  await checkOp(gpu, {
-    shapes: [[150, 3], [3]],
-    run: ([a, b]) => add(a, b),
-    reference: ([a, b]) => a.map((v, i) => v + b[i % 3]),
-  });
+gpuTest("bias gradient sums over more rows than one column chunk (scalar and vec4 columns)", async (gpu) => {
+  for (const c of [3, 8]) {
+    await checkOp(gpu, {
+      shapes: [[150, c], [c]],
+      run: ([a, b]) => add(a, b),
+      reference: ([a, b]) => a.map((v, i) => v + b[i % c]),
+    });
+  }
 });
 
 gpuTest("l2Norm matches ‖x‖ and its gradient x/‖x‖", async (gpu) => {
