@@ -70,3 +70,72 @@ export { globalNorm, l2Norm, mean, sum, sumColumns } from "./core/ops/reduce.ts"
 export { type Kernel } from "./kernels/kernel.ts";
 export { KernelCompileError, type Pipeline, PipelineCache } from "./kernels/cache.ts";
 export { type MatmulShape } from "./kernels/matmul.ts";
+export { type KernelTime } from "./core/gpu.ts";
+export { attention, type AttentionOptions, attentionShape, causalSoftmax } from "./core/ops/attention.ts";
+export { type AttentionShape, type AttentionSource } from "./kernels/attention.ts";
+export { lmHeadChunkRows, lmHeadLoss, type LmHeadOptions } from "./core/ops/lm_head.ts";
+export { Rng, type RngState } from "./core/random.ts";
+export {
+  Embedding,
+  emptyParams,
+  type Fill,
+  initParams,
+  LayerNorm,
+  Linear,
+  type LinearLike,
+  type Module,
+  normalArray,
+  type ParamFactory,
+} from "./core/nn/layers.ts";
+export {
+  Attention,
+  Block,
+  GPT,
+  type GPTConfig,
+  MLP,
+  type ModelInput,
+  validateConfig,
+} from "./core/nn/gpt.ts";
+export { AdamW, type AdamWOptions, type ParamState, type StepResult } from "./core/optim/adamw.ts";
+export { makeSchedule, type Schedule, type ScheduleOptions } from "./core/optim/schedule.ts";
+export {
+  encodeSafetensors,
+  f16ToF32,
+  type F32Tensor,
+  readSafetensorsFile,
+  type SafeDType,
+  type SafeEntry,
+  Safetensors,
+  SafetensorsError,
+  writeFileAtomic,
+} from "./core/io/safetensors.ts";
+export {
+  CheckpointError,
+  configFromHF,
+  configToHF,
+  downloadParameters,
+  type KeyStyle,
+  loadGPT2,
+  saveGPT2,
+} from "./core/io/hf.ts";
+export { loadCheckpoint, saveCheckpoint, type TrainerState } from "./core/io/checkpoint.ts";
+export {
+  bytesTokenizer,
+  encodeDocuments,
+  gpt2Tokenizer,
+  type Tokenizer,
+  tokenizerFor,
+} from "./core/data/tokenizer.ts";
+export { brownToText, loadBrown, loadBrownTokens } from "./core/data/corpora.ts";
+export { type Dataset, encodeExample, type Example, loadDataset, parseDataset } from "./core/data/formats.ts";
+export * from "./core/data/batches.ts";
+export { type EvalResult, evaluate } from "./core/evaluate.ts";
+export { type FinetuneMethod, FullMethod } from "./core/finetune/method.ts";
+export {
+  type EvalRecord,
+  type StepRecord,
+  train,
+  TrainingDivergedError,
+  type TrainResult,
+  type TrainSetup,
+} from "./core/finetune/trainer.ts";

@@ -93,7 +93,9 @@ export async function pretrain(o: PretrainOptions): Promise<PretrainResult> {
   }
   await Deno.mkdir(o.out, { recursive: true });
   const method = new FullMethod(model);
-  const schedule = makeSchedule({ kind: "cosine", lr: p.lr, warmup: p.warmup, total: o.steps });
+  // Short runs (tests, probes) keep the warmup to a tenth of the run.
+  const warmup = Math.min(p.warmup, Math.floor(o.steps / 10));
+  const schedule = makeSchedule({ kind: "cosine", lr: p.lr, warmup, total: o.steps });
   const allEval = evalWindows(valTokens, p.blockSize, p.batchSize);
   const progress = new Progress("pretrain", o.steps);
   const stop = Math.min(o.steps, o.stopAfter ?? o.steps);

@@ -49,11 +49,15 @@ export class TrainingDivergedError extends Error {}
 
 /** Everything the loop needs. */
 export interface TrainSetup {
+  /** The model trained. */
   model: GPT;
+  /** Which parameters train at each step. */
   method: FinetuneMethod;
+  /** Updates the trainable parameters. */
   optimizer: AdamW;
   /** Supplies training batches (seeded, resumable). */
   nextBatch: () => Batch;
+  /** Learning rate by step. */
   schedule: Schedule;
   /** Step to stop before (total steps). */
   steps: number;
@@ -63,6 +67,7 @@ export interface TrainSetup {
   maxGradNorm?: number;
   /** Evaluate every N steps (and after the last) on these batches. */
   evalEvery?: number;
+  /** Validation batches for the periodic evaluation. */
   evalBatches?: Batch[];
   /** Also evaluate before the first step (when starting at step 0). */
   evalAtStart?: boolean;
@@ -72,15 +77,19 @@ export interface TrainSetup {
   onEval?: (r: EvalRecord) => void;
   /** Saves a checkpoint after `step` steps; called every `checkpointEvery` steps and at the end. */
   checkpoint?: (step: number) => Promise<string>;
+  /** Steps between checkpoints. */
   checkpointEvery?: number;
 }
 
 /** What a run produced. */
 export interface TrainResult {
+  /** One record per step run. */
   steps: StepRecord[];
+  /** Evaluations run. */
   evals: EvalRecord[];
   /** Peak live bytes per category over the run. */
   peak: CategoryBytes;
+  /** Peak live bytes of all categories together over the run. */
   peakTotal: number;
 }
 

@@ -70,8 +70,11 @@ export function validateConfig(c: GPTConfig): void {
 
 /** Causal self-attention: c_attn → attention → c_proj. */
 export class Attention implements Module {
+  /** Projection to q, k, v [C → 3C]. */
   c_attn: LinearLike;
+  /** Output projection. */
   c_proj: LinearLike;
+  /** Heads. */
   readonly nHead: number;
   /** Use the fused kernels (default) or the non-fused reference path. */
   fused = true;
@@ -101,7 +104,9 @@ export class Attention implements Module {
 
 /** MLP: c_fc → gelu_new → c_proj (hidden size 4·C). */
 export class MLP implements Module {
+  /** Expansion [C → 4C]. */
   c_fc: LinearLike;
+  /** Projection back [4C → C]. */
   c_proj: LinearLike;
 
   /** Parameters from `make`. */
@@ -128,9 +133,13 @@ export class MLP implements Module {
 
 /** One pre-LN transformer block. */
 export class Block implements Module {
+  /** LayerNorm before attention. */
   ln_1: LayerNorm;
+  /** Causal self-attention. */
   attn: Attention;
+  /** LayerNorm before the MLP. */
   ln_2: LayerNorm;
+  /** The MLP. */
   mlp: MLP;
 
   /** Parameters from `make`. */
@@ -176,11 +185,17 @@ function prefix(p: string, m: Module): [string, Tensor][] {
 
 /** GPT-2 language model with tied LM head. */
 export class GPT implements Module {
+  /** The device holding the parameters. */
   readonly gpu: Gpu;
+  /** Sizes (layerNormEps filled in). */
   readonly config: Required<GPTConfig>;
+  /** Token embedding [V, C], also the LM head. */
   wte: Embedding;
+  /** Position embedding [n_positions, C]. */
   wpe: Embedding;
+  /** The transformer blocks. */
   h: Block[];
+  /** Final LayerNorm. */
   ln_f: LayerNorm;
 
   /**

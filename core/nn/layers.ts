@@ -95,6 +95,7 @@ export class LayerNorm implements Module {
   weight: Tensor;
   /** β [C]. */
   bias: Tensor;
+  /** Added to the variance. */
   readonly eps: number;
 
   /** γ = 1, β = 0. */

@@ -39,10 +39,15 @@ export interface StepResult {
 
 /** Fused AdamW. */
 export class AdamW {
+  /** The device. */
   readonly gpu: Gpu;
+  /** First-moment decay. */
   readonly beta1: number;
+  /** Second-moment decay. */
   readonly beta2: number;
+  /** Added to the denominator. */
   readonly eps: number;
+  /** Decoupled weight decay of ≥ 2-D parameters. */
   readonly weightDecay: number;
   readonly #state = new Map<string, ParamState>();
   #hyper: Tensor | null = null;
