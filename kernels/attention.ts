@@ -8,7 +8,7 @@
  * Two sources: `storage` reads the buffers; `texture` reads rgba32float copies of them (software
  * adapters, where texture reads are far cheaper than buffer reads, see matmul_packed.ts).
  */
-import { f32, type Kernel, WGSL_GRID_PARAMS, WGSL_GROUP_INDEX } from "./kernel.ts";
+import { f32, grid, type Kernel, WGSL_GRID_PARAMS, WGSL_GROUP_INDEX } from "./kernel.ts";
 
 /** Sizes of an attention call. */
 export interface AttentionShape {
@@ -53,12 +53,30 @@ function key(s: AttentionShape, src: AttentionSource): string {
   return `b${s.b}_t${s.t}_h${s.h}_hd${s.hd}_${src}`;
 }
 
+/** Lines `f(0) … f(n−1)` joined, indented: unrolled so private values stay in registers. */
+function unroll(n: number, f: (d: number) => string, indent = "  "): string {
+  return Array.from({ length: n }, (_, d) => indent + f(d)).join("\n");
+}
+
 /** Forward: out [B, T, C] and lse [B, H, T]. Bindings: qkv, out, lse. */
 export function attentionForwardKernel(s: AttentionShape, src: AttentionSource): Kernel {
   const n = s.b * s.h * s.t;
+  const hd4 = s.hd / 4;
+  // Scores of one block: unrolled over keys and head dimensions (llvmpipe turns dynamically
+  // indexed private arrays into per-lane memory accesses).
+  const score = (jj: number) => `let row${jj} = b * T + min(j0 + ${jj}u, i);
+    var s${jj} = ${Array.from({ length: hd4 }, (_, d) => `dot(q${d}, qkv(row${jj}, C4 + h * HD4 + ${d}u))`).join(" + ")};
+    if (j0 + ${jj}u > i) { s${jj} = -3.0e38; }
+    mb = max(mb, s${jj});`;
+  const accumulate = (jj: number) => `if (j0 + ${jj}u <= i) {
+      let p = exp(s${jj} - mb);
+      l += p;
+${unroll(hd4, (d) => `acc${d} += p * qkv(row${jj}, 2u * C4 + h * HD4 + ${d}u);`, "      ")}
+    }`;
   return {
     name: "attention_forward",
     key: key(s, src),
+    workgroups: grid(Math.ceil(n / ATTENTION_WG)),
     code: `${common(s, src, ["qkv"])}
 @group(0) @binding(1) var<storage, read_write> out: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read_write> lse: array<f32>;
@@ -71,39 +89,20 @@ fn main(${WGSL_GRID_PARAMS}) {
   let b = bh / H;
   let h = bh % H;
   let rowi = b * T + i;
-  var q: array<vec4<f32>, ${s.hd / 4}>;
-  var acc: array<vec4<f32>, ${s.hd / 4}>;
-  for (var d = 0u; d < HD4; d++) { q[d] = qkv(rowi, h * HD4 + d) * SCALE; acc[d] = vec4<f32>(); }
+${unroll(hd4, (d) => `let q${d} = qkv(rowi, h * HD4 + ${d}u) * SCALE;`)}
+${unroll(hd4, (d) => `var acc${d} = vec4<f32>();`)}
   var m = -3.0e38;
   var l = 0.0;
   for (var j0 = 0u; j0 <= i; j0 += ${BLOCK}u) {
-    var sc: array<f32, ${BLOCK}>;
     var mb = m;
-    for (var jj = 0u; jj < ${BLOCK}u; jj++) {
-      let j = j0 + jj;
-      var v = -3.0e38;
-      if (j <= i) {
-        var dsum = 0.0;
-        for (var d = 0u; d < HD4; d++) { dsum += dot(q[d], qkv(b * T + j, C4 + h * HD4 + d)); }
-        v = dsum;
-      }
-      sc[jj] = v;
-      mb = max(mb, v);
-    }
+${unroll(BLOCK, score, "    ")}
     let corr = exp(m - mb);
     l = l * corr;
-    for (var d = 0u; d < HD4; d++) { acc[d] = acc[d] * corr; }
-    for (var jj = 0u; jj < ${BLOCK}u; jj++) {
-      let j = j0 + jj;
-      if (j <= i) {
-        let p = exp(sc[jj] - mb);
-        l += p;
-        for (var d = 0u; d < HD4; d++) { acc[d] += p * qkv(b * T + j, 2u * C4 + h * HD4 + d); }
-      }
-    }
+${unroll(hd4, (d) => `acc${d} = acc${d} * corr;`, "    ")}
+${unroll(BLOCK, accumulate, "    ")}
     m = mb;
   }
-  for (var d = 0u; d < HD4; d++) { out[rowi * C4 + h * HD4 + d] = acc[d] / l; }
+${unroll(hd4, (d) => `out[rowi * C4 + h * HD4 + ${d}u] = acc${d} / l;`)}
   lse[idx] = m + log(l);
 }`,
   };
@@ -115,9 +114,12 @@ fn main(${WGSL_GRID_PARAMS}) {
  */
 export function attentionBackwardQueryKernel(s: AttentionShape, src: AttentionSource): Kernel {
   const n = s.b * s.h * s.t;
+  const hd4 = s.hd / 4;
+  const sum = (f: (d: number) => string) => Array.from({ length: hd4 }, (_, d) => f(d)).join(" + ");
   return {
     name: "attention_backward_q",
     key: key(s, src),
+    workgroups: grid(Math.ceil(n / ATTENTION_WG)),
     code: `${common(s, src, ["qkv", "o", "dout"])}
 @group(0) @binding(3) var<storage, read> lse: array<f32>;
 @group(0) @binding(4) var<storage, read_write> dd: array<f32>;
@@ -131,30 +133,21 @@ fn main(${WGSL_GRID_PARAMS}) {
   let b = bh / H;
   let h = bh % H;
   let rowi = b * T + i;
-  var q: array<vec4<f32>, ${s.hd / 4}>;
-  var g: array<vec4<f32>, ${s.hd / 4}>;
-  var dq: array<vec4<f32>, ${s.hd / 4}>;
-  var dsum = 0.0;
-  for (var d = 0u; d < HD4; d++) {
-    q[d] = qkv(rowi, h * HD4 + d) * SCALE;
-    g[d] = dout(rowi, h * HD4 + d);
-    dsum += dot(g[d], o(rowi, h * HD4 + d));
-    dq[d] = vec4<f32>();
-  }
+${unroll(hd4, (d) => `let q${d} = qkv(rowi, h * HD4 + ${d}u) * SCALE;`)}
+${unroll(hd4, (d) => `let g${d} = dout(rowi, h * HD4 + ${d}u);`)}
+${unroll(hd4, (d) => `var dq${d} = vec4<f32>();`)}
+  let dsum = ${sum((d) => `dot(g${d}, o(rowi, h * HD4 + ${d}u))`)};
   dd[idx] = dsum;
   let l = lse[idx];
   for (var j = 0u; j <= i; j++) {
     let rowj = b * T + j;
-    var sc = 0.0;
-    var dp = 0.0;
-    for (var d = 0u; d < HD4; d++) {
-      sc += dot(q[d], qkv(rowj, C4 + h * HD4 + d));
-      dp += dot(g[d], qkv(rowj, 2u * C4 + h * HD4 + d));
-    }
+${unroll(hd4, (d) => `let k${d} = qkv(rowj, C4 + h * HD4 + ${d}u);`, "    ")}
+    let sc = ${sum((d) => `dot(q${d}, k${d})`)};
+    let dp = ${sum((d) => `dot(g${d}, qkv(rowj, 2u * C4 + h * HD4 + ${d}u))`)};
     let ds = exp(sc - l) * (dp - dsum);
-    for (var d = 0u; d < HD4; d++) { dq[d] += ds * qkv(rowj, C4 + h * HD4 + d); }
+${unroll(hd4, (d) => `dq${d} += ds * k${d};`, "    ")}
   }
-  for (var d = 0u; d < HD4; d++) { dqkv[rowi * 3u * C4 + h * HD4 + d] = dq[d] * SCALE; }
+${unroll(hd4, (d) => `dqkv[rowi * 3u * C4 + h * HD4 + ${d}u] = dq${d} * SCALE;`)}
 }`,
   };
 }
@@ -165,9 +158,12 @@ fn main(${WGSL_GRID_PARAMS}) {
  */
 export function attentionBackwardKeyValueKernel(s: AttentionShape, src: AttentionSource): Kernel {
   const n = s.b * s.h * s.t;
+  const hd4 = s.hd / 4;
+  const sum = (f: (d: number) => string) => Array.from({ length: hd4 }, (_, d) => f(d)).join(" + ");
   return {
     name: "attention_backward_kv",
     key: key(s, src),
+    workgroups: grid(Math.ceil(n / ATTENTION_WG)),
     code: `${common(s, src, ["qkv", "dout"])}
 @group(0) @binding(2) var<storage, read> lse: array<f32>;
 @group(0) @binding(3) var<storage, read> dd: array<f32>;
@@ -181,36 +177,22 @@ fn main(${WGSL_GRID_PARAMS}) {
   let b = bh / H;
   let h = bh % H;
   let rowj = b * T + j;
-  var k: array<vec4<f32>, ${s.hd / 4}>;
-  var v: array<vec4<f32>, ${s.hd / 4}>;
-  var dk: array<vec4<f32>, ${s.hd / 4}>;
-  var dv: array<vec4<f32>, ${s.hd / 4}>;
-  for (var d = 0u; d < HD4; d++) {
-    k[d] = qkv(rowj, C4 + h * HD4 + d) * SCALE;
-    v[d] = qkv(rowj, 2u * C4 + h * HD4 + d);
-    dk[d] = vec4<f32>();
-    dv[d] = vec4<f32>();
-  }
+${unroll(hd4, (d) => `let k${d} = qkv(rowj, C4 + h * HD4 + ${d}u) * SCALE;`)}
+${unroll(hd4, (d) => `let v${d} = qkv(rowj, 2u * C4 + h * HD4 + ${d}u);`)}
+${unroll(hd4, (d) => `var dk${d} = vec4<f32>();`)}
+${unroll(hd4, (d) => `var dv${d} = vec4<f32>();`)}
   for (var i = j; i < T; i++) {
     let rowi = b * T + i;
     let r = bh * T + i;
-    var sc = 0.0;
-    var dp = 0.0;
-    for (var d = 0u; d < HD4; d++) {
-      sc += dot(qkv(rowi, h * HD4 + d), k[d]);
-      dp += dot(dout(rowi, h * HD4 + d), v[d]);
-    }
-    let p = exp(sc - lse[r]);
-    let ds = p * (dp - dd[r]);
-    for (var d = 0u; d < HD4; d++) {
-      dv[d] += p * dout(rowi, h * HD4 + d);
-      dk[d] += ds * qkv(rowi, h * HD4 + d);
-    }
+${unroll(hd4, (d) => `let q${d} = qkv(rowi, h * HD4 + ${d}u);`, "    ")}
+${unroll(hd4, (d) => `let g${d} = dout(rowi, h * HD4 + ${d}u);`, "    ")}
+    let p = exp(${sum((d) => `dot(q${d}, k${d})`)} - lse[r]);
+    let ds = p * (${sum((d) => `dot(g${d}, v${d})`)} - dd[r]);
+${unroll(hd4, (d) => `dv${d} += p * g${d};`, "    ")}
+${unroll(hd4, (d) => `dk${d} += ds * q${d};`, "    ")}
   }
-  for (var d = 0u; d < HD4; d++) {
-    dqkv[rowj * 3u * C4 + C4 + h * HD4 + d] = dk[d] * SCALE;
-    dqkv[rowj * 3u * C4 + 2u * C4 + h * HD4 + d] = dv[d];
-  }
+${unroll(hd4, (d) => `dqkv[rowj * 3u * C4 + C4 + h * HD4 + ${d}u] = dk${d} * SCALE;`)}
+${unroll(hd4, (d) => `dqkv[rowj * 3u * C4 + 2u * C4 + h * HD4 + ${d}u] = dv${d};`)}
 }`,
   };
 }
