@@ -5,6 +5,7 @@
  * input is saved only when some gradient needs it, so a frozen weight's matmul keeps no input.
  */
 import { accumulateKernel } from "../kernels/elementwise.ts";
+import { vec4Input } from "./ops/pack.ts";
 import { full, type Node, type Tensor, withCategory, zeros } from "./tensor.ts";
 
 let gradEnabled = true;
@@ -94,14 +95,18 @@ function order(root: Tensor): Tensor[] {
 
 /** `into + g`, in place when nothing but the caller holds `into`; else a new tensor (caller owns). */
 function add(into: Tensor, g: Tensor): Tensor {
-  const k = accumulateKernel(into.size);
+  const addInto = (src: Tensor, dst: Tensor) => {
+    const s = vec4Input(src, "accumulate");
+    dst.gpu.dispatch(accumulateKernel(dst.size, s.src), [s.binding, dst.binding("accumulate")]);
+    s.done();
+  };
   if (into.refs === 1) {
-    into.gpu.dispatch(k, [g.binding("accumulate"), into.binding("accumulate")]);
+    addInto(g, into);
     return into;
   }
   const sum = zeros(into.gpu, into.shape, { category: into.category, name: into.name }).own();
-  into.gpu.dispatch(k, [into.binding("accumulate"), sum.binding("accumulate")]);
-  into.gpu.dispatch(k, [g.binding("accumulate"), sum.binding("accumulate")]);
+  addInto(into, sum);
+  addInto(g, sum);
   return sum;
 }
 

@@ -218,10 +218,11 @@ export class Gpu {
     rows: number,
   ): void {
     this.#endPass();
-    this.#enc().copyBufferToTexture({ buffer: src, offset, bytesPerRow, rowsPerImage: rows }, {
-      texture,
-      origin: [0, y],
-    }, [width, rows]);
+    // One row needs no row pitch (and then no 256-byte alignment of it).
+    const layout = rows === 1
+      ? { buffer: src, offset }
+      : { buffer: src, offset, bytesPerRow, rowsPerImage: rows };
+    this.#enc().copyBufferToTexture(layout, { texture, origin: [0, y] }, [width, rows]);
   }
 
   /** Records zeroing `bytes` bytes (a multiple of 4) of `buffer`. */

@@ -64,11 +64,15 @@ export function attentionForwardKernel(s: AttentionShape, src: AttentionSource):
   const hd4 = s.hd / 4;
   // Scores of one block: unrolled over keys and head dimensions (llvmpipe turns dynamically
   // indexed private arrays into per-lane memory accesses).
-  const score = (jj: number) => `let row${jj} = b * T + min(j0 + ${jj}u, i);
-    var s${jj} = ${Array.from({ length: hd4 }, (_, d) => `dot(q${d}, qkv(row${jj}, C4 + h * HD4 + ${d}u))`).join(" + ")};
+  const score = (jj: number) =>
+    `let row${jj} = b * T + min(j0 + ${jj}u, i);
+    var s${jj} = ${
+      Array.from({ length: hd4 }, (_, d) => `dot(q${d}, qkv(row${jj}, C4 + h * HD4 + ${d}u))`).join(" + ")
+    };
     if (j0 + ${jj}u > i) { s${jj} = -3.0e38; }
     mb = max(mb, s${jj});`;
-  const accumulate = (jj: number) => `if (j0 + ${jj}u <= i) {
+  const accumulate = (jj: number) =>
+    `if (j0 + ${jj}u <= i) {
       let p = exp(s${jj} - mb);
       l += p;
 ${unroll(hd4, (d) => `acc${d} += p * qkv(row${jj}, 2u * C4 + h * HD4 + ${d}u);`, "      ")}

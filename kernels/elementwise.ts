@@ -7,6 +7,8 @@ import {
   floatType,
   grid,
   type Kernel,
+  type Source,
+  vec4Input,
   vectorWidth,
   WGSL_GRID_PARAMS,
   WGSL_GROUP_INDEX,
@@ -15,7 +17,10 @@ import {
 /** Threads per workgroup of the elementwise kernels. */
 export const ELEMENTWISE_WG = 64;
 
-/** A kernel over n elements, `w` per invocation; bindings are `access> name: array<T>` with T the unit type. */
+/**
+ * A kernel over n elements, `w` per invocation. Bindings are `access> name: array<T>` (T the unit
+ * type), or `in name src` for an input read as name(i) from a buffer or a texture copy.
+ */
 function elementwise(
   name: string,
   key: string,
@@ -25,9 +30,14 @@ function elementwise(
   body: string,
 ): Kernel {
   const t = floatType(w);
-  const decls = bindings.map((b, i) => `@group(0) @binding(${i}) var<storage, ${b.replace("$T", t)};`).join(
-    "\n",
-  );
+  const decls = bindings.map((b, i) => {
+    const [kind, input, src] = b.split(" ");
+    if (kind !== "in") return `@group(0) @binding(${i}) var<storage, ${b.replace("$T", t)};`;
+    if (w === 4) return vec4Input(input, i, src as Source);
+    if (src !== "storage") throw new Error(`${name}: texture inputs need a size divisible by 4`);
+    return `@group(0) @binding(${i}) var<storage, read> ${input}_b: array<f32>;
+fn ${input}(i: u32) -> f32 { return ${input}_b[i]; }`;
+  }).join("\n");
   const units = n / w;
   return {
     name,
@@ -60,15 +70,21 @@ export function fillKernel(n: number, value: number): Kernel {
  * out[i] = a[i] (op) b[i % period]: `period` = n is the plain elementwise case, a smaller period
  * broadcasts b over the leading dimensions (a bias of the last dimension).
  */
-export function binaryKernel(op: "add" | "mul", n: number, period: number): Kernel {
+export function binaryKernel(
+  op: "add" | "mul",
+  n: number,
+  period: number,
+  as: Source = "storage",
+  bs: Source = "storage",
+): Kernel {
   const w = vectorWidth(n, period);
   const sym = op === "add" ? "+" : "*";
   const bi = period === n ? "i" : `i % ${period / w}u`;
-  return elementwise(op, `p${period}`, n, w, [
-    "read> a: array<$T>",
-    "read> b: array<$T>",
+  return elementwise(op, `p${period}_${as}_${bs}`, n, w, [
+    `in a ${as}`,
+    `in b ${bs}`,
     "read_write> out: array<$T>",
-  ], `out[i] = a[i] ${sym} b[${bi}];`);
+  ], `out[i] = a(i) ${sym} b(${bi});`);
 }
 
 /** out[i] = a[i] * c. */
@@ -80,11 +96,11 @@ export function scaleKernel(n: number, c: number): Kernel {
 }
 
 /** dst[i] += src[i] (gradient accumulation). */
-export function accumulateKernel(n: number): Kernel {
-  return elementwise("accumulate", "", n, vectorWidth(n), [
-    "read> src: array<$T>",
+export function accumulateKernel(n: number, srcFrom: Source = "storage"): Kernel {
+  return elementwise("accumulate", srcFrom, n, vectorWidth(n), [
+    `in src ${srcFrom}`,
     "read_write> dst: array<$T>",
-  ], "dst[i] = dst[i] + src[i];");
+  ], "dst[i] = dst[i] + src(i);");
 }
 
 /** out[i] = s[0] * c: the gradient of a sum or mean, broadcast back to its input's shape. */

@@ -1,5 +1,14 @@
 /** GELU, tanh form (GPT-2's `gelu_new`): 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))). */
-import { floatType, grid, type Kernel, vectorWidth, WGSL_GRID_PARAMS, WGSL_GROUP_INDEX } from "./kernel.ts";
+import {
+  floatType,
+  grid,
+  type Kernel,
+  type Source,
+  vec4Input,
+  vectorWidth,
+  WGSL_GRID_PARAMS,
+  WGSL_GROUP_INDEX,
+} from "./kernel.ts";
 
 // tanh(u) = 1 - 2/(exp(2u)+1) stays finite for any u (exp overflowing to inf gives exactly 1).
 function common(t: string): string {
@@ -9,15 +18,27 @@ const C = 0.044715;
 fn tanh_safe(u: ${t}) -> ${t} { return 1.0 - 2.0 / (exp(2.0 * u) + 1.0); }`;
 }
 
-function kernel(name: string, n: number, bindings: string, body: string): Kernel {
+/** Inputs (bindings 0..) as functions name(i): vec4 units from their source, or plain f32 arrays. */
+function inputs(ins: [string, Source][], w: 1 | 4): string {
+  return ins.map(([n, src], i) =>
+    w === 4 ? vec4Input(n, i, src) : `@group(0) @binding(${i}) var<storage, read> ${n}_b: array<f32>;
+fn ${n}(i: u32) -> f32 { return ${n}_b[i]; }`
+  ).join("\n");
+}
+
+function kernel(name: string, n: number, ins: [string, Source][], body: string): Kernel {
   const w = vectorWidth(n);
   const t = floatType(w);
+  if (w === 1 && ins.some(([, src]) => src !== "storage")) {
+    throw new Error(`${name}: texture inputs need a size divisible by 4`);
+  }
   return {
     name,
-    key: `n${n}_w${w}`,
+    key: `n${n}_w${w}_${ins.map(([, src]) => src).join("_")}`,
     workgroups: grid(Math.ceil(n / w / 64)),
     code: `${common(t)}
-${bindings.replaceAll("$T", t)}
+${inputs(ins, w)}
+@group(0) @binding(${ins.length}) var<storage, read_write> out: array<${t}>;
 @compute @workgroup_size(64)
 fn main(${WGSL_GRID_PARAMS}) {
   let i = ${WGSL_GROUP_INDEX} * 64u + lid;
@@ -27,29 +48,26 @@ fn main(${WGSL_GRID_PARAMS}) {
   };
 }
 
-/** y = gelu(x), n elements. */
-export function geluForwardKernel(n: number): Kernel {
+/** y = gelu(x), n elements. Bindings: x, y. */
+export function geluForwardKernel(n: number, x: Source = "storage"): Kernel {
   return kernel(
     "gelu_forward",
     n,
-    `@group(0) @binding(0) var<storage, read> x: array<$T>;
-@group(0) @binding(1) var<storage, read_write> y: array<$T>;`,
-    `let v = x[i];
-  y[i] = 0.5 * v * (1.0 + tanh_safe(S * (v + C * v * v * v)));`,
+    [["x", x]],
+    `let v = x(i);
+  out[i] = 0.5 * v * (1.0 + tanh_safe(S * (v + C * v * v * v)));`,
   );
 }
 
-/** dx = dy · gelu'(x), n elements. */
-export function geluBackwardKernel(n: number): Kernel {
+/** dx = dy · gelu'(x), n elements. Bindings: x, dy, dx. */
+export function geluBackwardKernel(n: number, x: Source = "storage", dy: Source = "storage"): Kernel {
   return kernel(
     "gelu_backward",
     n,
-    `@group(0) @binding(0) var<storage, read> x: array<$T>;
-@group(0) @binding(1) var<storage, read> dy: array<$T>;
-@group(0) @binding(2) var<storage, read_write> dx: array<$T>;`,
-    `let v = x[i];
+    [["x", x], ["dy", dy]],
+    `let v = x(i);
   let t = tanh_safe(S * (v + C * v * v * v));
   let d = 0.5 * (1.0 + t) + 0.5 * v * (1.0 - t * t) * S * (1.0 + 3.0 * C * v * v);
-  dx[i] = dy[i] * d;`,
+  out[i] = dy(i) * d;`,
   );
 }

@@ -52,3 +52,21 @@ export function f32(x: number): string {
   const s = String(Math.fround(x));
   return /[.e]/.test(s) ? s : `${s}.0`;
 }
+
+/** Where a kernel reads a flat f32 input from, in vec4 units: the buffer, or a texture copy of it. */
+export type Source = "storage" | "texture";
+
+/** Texels per row of a flat texture (vec4 unit i sits at (i mod FLAT_WIDTH, i div FLAT_WIDTH)). */
+export const FLAT_WIDTH = 1024;
+
+/**
+ * WGSL declaring input `name` at `binding` and a function `name(i) -> vec4<f32>` reading its vec4
+ * unit i. On llvmpipe a read through a texture costs about half a storage-buffer read, copy included.
+ */
+export function vec4Input(name: string, binding: number, src: Source): string {
+  return src === "texture"
+    ? `@group(0) @binding(${binding}) var ${name}_t: texture_storage_2d<rgba32float, read>;
+fn ${name}(i: u32) -> vec4<f32> { return textureLoad(${name}_t, vec2<u32>(i % ${FLAT_WIDTH}u, i / ${FLAT_WIDTH}u)); }`
+    : `@group(0) @binding(${binding}) var<storage, read> ${name}_b: array<vec4<f32>>;
+fn ${name}(i: u32) -> vec4<f32> { return ${name}_b[i]; }`;
+}

@@ -8,11 +8,21 @@ import {
   floatType,
   grid,
   type Kernel,
+  type Source,
+  vec4Input,
   vectorWidth,
   WGSL_GRID_PARAMS,
   WGSL_GROUP_INDEX,
 } from "./kernel.ts";
 import { COLUMN_CHUNK } from "./reduce.ts";
+
+/** Input `name` at `binding` read as name(i): vec4 units from `src`, or a plain f32 array. */
+function input(name: string, binding: number, c: number, src: Source): string {
+  if (vectorWidth(c) === 4) return vec4Input(name, binding, src);
+  if (src !== "storage") throw new Error(`layernorm: texture inputs need C divisible by 4 (C = ${c})`);
+  return `@group(0) @binding(${binding}) var<storage, read> ${name}_b: array<f32>;
+fn ${name}(i: u32) -> f32 { return ${name}_b[i]; }`;
+}
 
 function header(c: number): { t: string; cu: number; hsum: string } {
   const w = vectorWidth(c);
@@ -27,14 +37,14 @@ function header(c: number): { t: string; cu: number; hsum: string } {
 }
 
 /** y = (x − μ)/σ · γ + β; writes μ and 1/σ per row. */
-export function layerNormForwardKernel(rows: number, c: number, eps: number): Kernel {
+export function layerNormForwardKernel(rows: number, c: number, eps: number, xs: Source = "storage"): Kernel {
   const { t, cu, hsum } = header(c);
   return {
     name: "layernorm_forward",
-    key: `r${rows}_c${c}_e${eps}`,
+    key: `r${rows}_c${c}_e${eps}_${xs}`,
     workgroups: grid(Math.ceil(rows / 64)),
     code: `${hsum}
-@group(0) @binding(0) var<storage, read> x: array<${t}>;
+${input("x", 0, c, xs)}
 @group(0) @binding(1) var<storage, read> gamma: array<${t}>;
 @group(0) @binding(2) var<storage, read> beta: array<${t}>;
 @group(0) @binding(3) var<storage, read_write> y: array<${t}>;
@@ -46,12 +56,12 @@ fn main(${WGSL_GRID_PARAMS}) {
   if (r >= ${rows}u) { return; }
   let o = r * ${cu}u;
   var s = ${t}(0.0);
-  for (var j = 0u; j < ${cu}u; j++) { s += x[o + j]; }
+  for (var j = 0u; j < ${cu}u; j++) { s += x(o + j); }
   let m = hsum(s) / ${f32(c)};
   var v = ${t}(0.0);
-  for (var j = 0u; j < ${cu}u; j++) { let d = x[o + j] - m; v += d * d; }
+  for (var j = 0u; j < ${cu}u; j++) { let d = x(o + j) - m; v += d * d; }
   let rs = inverseSqrt(hsum(v) / ${f32(c)} + ${f32(eps)});
-  for (var j = 0u; j < ${cu}u; j++) { y[o + j] = (x[o + j] - m) * rs * gamma[j] + beta[j]; }
+  for (var j = 0u; j < ${cu}u; j++) { y[o + j] = (x(o + j) - m) * rs * gamma[j] + beta[j]; }
   mean[r] = m;
   rstd[r] = rs;
 }`,
@@ -59,18 +69,23 @@ fn main(${WGSL_GRID_PARAMS}) {
 }
 
 /** dx = (1/σ)·(dx̂ − mean(dx̂) − x̂·mean(dx̂·x̂)) with dx̂ = dy·γ. */
-export function layerNormBackwardKernel(rows: number, c: number): Kernel {
+export function layerNormBackwardKernel(
+  rows: number,
+  c: number,
+  xs: Source = "storage",
+  dys: Source = "storage",
+): Kernel {
   const { t, cu, hsum } = header(c);
   return {
     name: "layernorm_backward",
-    key: `r${rows}_c${c}`,
+    key: `r${rows}_c${c}_${xs}_${dys}`,
     workgroups: grid(Math.ceil(rows / 64)),
     code: `${hsum}
-@group(0) @binding(0) var<storage, read> x: array<${t}>;
+${input("x", 0, c, xs)}
 @group(0) @binding(1) var<storage, read> gamma: array<${t}>;
 @group(0) @binding(2) var<storage, read> mean: array<f32>;
 @group(0) @binding(3) var<storage, read> rstd: array<f32>;
-@group(0) @binding(4) var<storage, read> dy: array<${t}>;
+${input("dy", 4, c, dys)}
 @group(0) @binding(5) var<storage, read_write> dx: array<${t}>;
 @compute @workgroup_size(64)
 fn main(${WGSL_GRID_PARAMS}) {
@@ -82,15 +97,15 @@ fn main(${WGSL_GRID_PARAMS}) {
   var a = ${t}(0.0);
   var b = ${t}(0.0);
   for (var j = 0u; j < ${cu}u; j++) {
-    let g = dy[o + j] * gamma[j];
+    let g = dy(o + j) * gamma[j];
     a += g;
-    b += g * (x[o + j] - m) * rs;
+    b += g * (x(o + j) - m) * rs;
   }
   let am = hsum(a) / ${f32(c)};
   let bm = hsum(b) / ${f32(c)};
   for (var j = 0u; j < ${cu}u; j++) {
-    let xh = (x[o + j] - m) * rs;
-    dx[o + j] = rs * (dy[o + j] * gamma[j] - am - xh * bm);
+    let xh = (x(o + j) - m) * rs;
+    dx[o + j] = rs * (dy(o + j) * gamma[j] - am - xh * bm);
   }
 }`,
   };
@@ -100,17 +115,22 @@ fn main(${WGSL_GRID_PARAMS}) {
  * Per chunk of rows: partial dγ = Σ dy·x̂ and dβ = Σ dy, laid out [chunks, C] each; the column
  * finish kernel of reduce.ts sums the chunks.
  */
-export function layerNormParamPartialsKernel(rows: number, c: number): Kernel {
+export function layerNormParamPartialsKernel(
+  rows: number,
+  c: number,
+  xs: Source = "storage",
+  dys: Source = "storage",
+): Kernel {
   const { t, cu } = header(c);
   const chunks = Math.ceil(rows / COLUMN_CHUNK);
   return {
     name: "layernorm_param_partials",
-    key: `r${rows}_c${c}`,
+    key: `r${rows}_c${c}_${xs}_${dys}`,
     workgroups: grid(Math.ceil((chunks * cu) / 64)),
-    code: `@group(0) @binding(0) var<storage, read> x: array<${t}>;
+    code: `${input("x", 0, c, xs)}
 @group(0) @binding(1) var<storage, read> mean: array<f32>;
 @group(0) @binding(2) var<storage, read> rstd: array<f32>;
-@group(0) @binding(3) var<storage, read> dy: array<${t}>;
+${input("dy", 3, c, dys)}
 @group(0) @binding(4) var<storage, read_write> pgamma: array<${t}>;
 @group(0) @binding(5) var<storage, read_write> pbeta: array<${t}>;
 @compute @workgroup_size(64)
@@ -123,8 +143,8 @@ fn main(${WGSL_GRID_PARAMS}) {
   var sg = ${t}(0.0);
   var sb = ${t}(0.0);
   for (var r = k * ${COLUMN_CHUNK}u; r < end; r++) {
-    let d = dy[r * ${cu}u + j];
-    sg += d * (x[r * ${cu}u + j] - mean[r]) * rstd[r];
+    let d = dy(r * ${cu}u + j);
+    sg += d * (x(r * ${cu}u + j) - mean[r]) * rstd[r];
     sb += d;
   }
   pgamma[u] = sg;

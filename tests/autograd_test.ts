@@ -36,6 +36,16 @@ gpuTest(
   },
 );
 
+gpuTest("gradients of big tensors accumulate correctly (texture-read accumulation)", async (gpu) => {
+  const n = 130 * 128;
+  const x = param(gpu, Float32Array.from({ length: n }, (_, i) => i / n), [130, 128], "big");
+  backward(sum(add(x, scale(x, 2))));
+  backward(sum(scale(x, 0.5)));
+  const g = await x.grad!.download();
+  equal(g.every((v) => v === 3.5), true);
+  x.dispose();
+});
+
 gpuTest("backward consumes the graph; a second call says so", (gpu) => {
   const x = param(gpu, [1], [1], "x");
   const loss = sum(gelu(x));

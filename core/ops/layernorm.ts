@@ -8,6 +8,7 @@ import { COLUMN_CHUNK, columnFinishKernel } from "../../kernels/reduce.ts";
 import { needsGrad, record } from "../autograd.ts";
 import { empty, type Tensor, withCategory } from "../tensor.ts";
 import { expectF32, expectSameGpu, fmt } from "./checks.ts";
+import { vec4Input } from "./pack.ts";
 
 /** (x − μ)/√(σ² + eps) · gamma + beta over x's last dimension; gamma and beta have that size. */
 export function layerNorm(x: Tensor, gamma: Tensor, beta: Tensor, eps = 1e-5): Tensor {
@@ -26,14 +27,16 @@ export function layerNorm(x: Tensor, gamma: Tensor, beta: Tensor, eps = 1e-5): T
   const y = empty(gpu, x.shape, { name: "layernorm" });
   const mean = empty(gpu, [rows], { name: "ln_mean" });
   const rstd = empty(gpu, [rows], { name: "ln_rstd" });
-  gpu.dispatch(layerNormForwardKernel(rows, c, eps), [
-    x.binding("layerNorm"),
+  const xin = vec4Input(x, "layerNorm");
+  gpu.dispatch(layerNormForwardKernel(rows, c, eps, xin.src), [
+    xin.binding,
     gamma.binding("layerNorm"),
     beta.binding("layerNorm"),
     y.binding("layerNorm"),
     mean.binding("layerNorm"),
     rstd.binding("layerNorm"),
   ]);
+  xin.done();
   const needX = needsGrad(x) || needsGrad(gamma);
   const out = record("layerNorm", y, [x, gamma, beta], [
     (needX || needsGrad(beta)) && x,
@@ -42,14 +45,15 @@ export function layerNorm(x: Tensor, gamma: Tensor, beta: Tensor, eps = 1e-5): T
     rstd,
   ], (g) => {
     let dx: Tensor | null = null;
+    const [xi, gi] = [vec4Input(x, "layerNorm"), vec4Input(g, "layerNorm")];
     if (needsGrad(x)) {
       dx = empty(gpu, x.shape, { name: "dlayernorm" });
-      gpu.dispatch(layerNormBackwardKernel(rows, c), [
-        x.binding("layerNorm"),
+      gpu.dispatch(layerNormBackwardKernel(rows, c, xi.src, gi.src), [
+        xi.binding,
         gamma.binding("layerNorm"),
         mean.binding("layerNorm"),
         rstd.binding("layerNorm"),
-        g.binding("layerNorm"),
+        gi.binding,
         dx.binding("layerNorm"),
       ]);
     }
@@ -61,11 +65,11 @@ export function layerNorm(x: Tensor, gamma: Tensor, beta: Tensor, eps = 1e-5): T
         empty(gpu, [chunks, c], { name: "ln_dgamma_partials" }),
         empty(gpu, [chunks, c], { name: "ln_dbeta_partials" }),
       ]);
-      gpu.dispatch(layerNormParamPartialsKernel(rows, c), [
-        x.binding("layerNorm"),
+      gpu.dispatch(layerNormParamPartialsKernel(rows, c, xi.src, gi.src), [
+        xi.binding,
         mean.binding("layerNorm"),
         rstd.binding("layerNorm"),
-        g.binding("layerNorm"),
+        gi.binding,
         pg.binding("layerNorm"),
         pb.binding("layerNorm"),
       ]);
@@ -85,6 +89,8 @@ export function layerNorm(x: Tensor, gamma: Tensor, beta: Tensor, eps = 1e-5): T
         dbeta = null;
       }
     }
+    xi.done();
+    gi.done();
     return [dx, dgamma, dbeta];
   });
   // mean and rstd live on only through the tape (or not at all without grad).

@@ -4,8 +4,9 @@
  * contiguous dimension is a multiple of 64 floats (256-byte rows), a texture-to-texture transpose
  * when the other orientation is wanted, else a pack kernel that reads the buffer.
  */
+import { FLAT_WIDTH, type Source } from "../../kernels/kernel.ts";
 import { packKernel, transposePackKernel } from "../../kernels/matmul_packed.ts";
-import type { Gpu } from "../gpu.ts";
+import type { Binding, Gpu } from "../gpu.ts";
 import type { TextureAllocation } from "../memory.ts";
 import type { Tensor } from "../tensor.ts";
 
@@ -72,4 +73,43 @@ export function pack(
     );
   }
   return tex;
+}
+
+/** Smallest tensor worth a texture copy: below it the copy's fixed cost outweighs the cheaper reads. */
+const FLAT_MIN_ELEMENTS = 1 << 14;
+
+/** A tensor made readable for kernels built with `vec4Input`. */
+export interface Vec4Input {
+  /** What to bind. */
+  binding: Binding;
+  /** Where the kernel reads from (part of its key). */
+  src: Source;
+  /** Returns the texture copy, if any, to the pool (after the kernels using it are recorded). */
+  done(): void;
+}
+
+/** `t` read from its buffer. */
+export function plain(t: Tensor, op: string): Vec4Input {
+  return { binding: t.binding(op), src: "storage", done: () => {} };
+}
+
+/**
+ * `t` as a vec4 input: on software adapters a texture copy (vec4 unit i at texel (i mod 1024,
+ * i div 1024)) when `t` is big enough and its size divides by 4, else its buffer.
+ */
+export function vec4Input(t: Tensor, op: string): Vec4Input {
+  const gpu = t.gpu;
+  const units = t.size / 4;
+  const rows = Math.ceil(units / FLAT_WIDTH);
+  const useTexture = gpu.cpuLike && t.size % 4 === 0 && t.size >= FLAT_MIN_ELEMENTS &&
+    rows <= gpu.info.limits.maxTextureDimension2D && t.byteOffset % 16 === 0;
+  if (!useTexture) return plain(t, op);
+  const tex = gpu.memory.allocTexture(FLAT_WIDTH, rows, "workspace", `${op}_input`);
+  const full = Math.floor(units / FLAT_WIDTH);
+  if (full > 0) gpu.copyToTexture(t.buffer, t.byteOffset, FLAT_WIDTH * 16, tex.texture, 0, FLAT_WIDTH, full);
+  const rest = units - full * FLAT_WIDTH;
+  if (rest > 0) {
+    gpu.copyToTexture(t.buffer, t.byteOffset + full * FLAT_WIDTH * 16, rest * 16, tex.texture, full, rest, 1);
+  }
+  return { binding: tex.texture.createView(), src: "texture", done: () => gpu.memory.freeTexture(tex) };
 }

@@ -48,6 +48,22 @@ gpuTest("vec4 paths (sizes divisible by 4) of add, mul and scale match the refer
   await checkOp(gpu, { shapes: [[12]], run: ([a]) => scale(a, 3), reference: ([a]) => a.map((v) => 3 * v) });
 });
 
+gpuTest(
+  "add and mul of big tensors (read through texture copies on software adapters) match the reference",
+  async (gpu) => {
+    await checkOp(gpu, {
+      shapes: [[130, 128], [130, 128]],
+      run: ([a, b]) => add(a, b),
+      reference: ([a, b]) => a.map((v, i) => v + b[i]),
+    });
+    await checkOp(gpu, {
+      shapes: [[130, 128], [128]],
+      run: ([a, b]) => mul(a, b),
+      reference: ([a, b]) => a.map((v, i) => v * b[i % 128]),
+    });
+  },
+);
+
 gpuTest("scale matches the reference", async (gpu) => {
   await checkOp(gpu, {
     shapes: [[9]],
