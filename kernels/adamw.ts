@@ -9,6 +9,7 @@ import {
   floatType,
   grid,
   type Kernel,
+  vec4Input,
   vectorWidth,
   WGSL_GRID_PARAMS,
   WGSL_GROUP_INDEX,
@@ -28,21 +29,40 @@ export interface AdamWConstants {
 
 /**
  * p, m, v updated in place from g. Bindings: p (rw), g, m (rw), v (rw), hyper (lr, bc1, bc2 at the
- * parameter's slot), clip (clip factor at 0).
+ * parameter's slot), clip (clip factor at 0). With `textures` (software adapters) p, g, m, v are
+ * read from texture copies instead: bindings p (rw), m (rw), v (rw), hyper, clip, then the copies
+ * of p, g, m, v.
  */
-export function adamwKernel(n: number, c: AdamWConstants): Kernel {
+export function adamwKernel(n: number, c: AdamWConstants, textures = false): Kernel {
   const w = vectorWidth(n);
   const t = floatType(w);
+  if (textures && w !== 4) throw new Error("adamw: texture inputs need a size divisible by 4");
+  const read = (name: string, binding: number) =>
+    textures
+      ? vec4Input(`${name}_in`, binding, "texture")
+      : `fn ${name}_in(i: u32) -> ${t} { return ${name}[i]; }`;
   return {
     name: "adamw",
-    key: `n${n}_w${w}_b${c.beta1}_${c.beta2}_e${c.eps}_wd${c.weightDecay}`,
+    key: `n${n}_w${w}_b${c.beta1}_${c.beta2}_e${c.eps}_wd${c.weightDecay}_tex${+textures}`,
     workgroups: grid(Math.ceil(n / w / 64)),
-    code: `@group(0) @binding(0) var<storage, read_write> p: array<${t}>;
+    code: `${
+      textures
+        ? `@group(0) @binding(0) var<storage, read_write> p: array<${t}>;
+@group(0) @binding(1) var<storage, read_write> m: array<${t}>;
+@group(0) @binding(2) var<storage, read_write> v: array<${t}>;
+@group(0) @binding(3) var<storage, read> hyper: array<f32>;
+@group(0) @binding(4) var<storage, read> clip: array<f32>;`
+        : `@group(0) @binding(0) var<storage, read_write> p: array<${t}>;
 @group(0) @binding(1) var<storage, read> g: array<${t}>;
 @group(0) @binding(2) var<storage, read_write> m: array<${t}>;
 @group(0) @binding(3) var<storage, read_write> v: array<${t}>;
 @group(0) @binding(4) var<storage, read> hyper: array<f32>;
-@group(0) @binding(5) var<storage, read> clip: array<f32>;
+@group(0) @binding(5) var<storage, read> clip: array<f32>;`
+    }
+${read("p", 5)}
+${read("g", 6)}
+${read("m", 7)}
+${read("v", 8)}
 @compute @workgroup_size(64)
 fn main(${WGSL_GRID_PARAMS}) {
   let i = ${WGSL_GROUP_INDEX} * 64u + lid;
@@ -50,13 +70,13 @@ fn main(${WGSL_GRID_PARAMS}) {
   let lr = hyper[0];
   let bc1 = hyper[1];
   let bc2 = hyper[2];
-  let gi = g[i] * clip[0];
-  let mi = ${f32(c.beta1)} * m[i] + ${f32(1 - c.beta1)} * gi;
-  let vi = ${f32(c.beta2)} * v[i] + ${f32(1 - c.beta2)} * gi * gi;
+  let gi = g_in(i) * clip[0];
+  let mi = ${f32(c.beta1)} * m_in(i) + ${f32(1 - c.beta1)} * gi;
+  let vi = ${f32(c.beta2)} * v_in(i) + ${f32(1 - c.beta2)} * gi * gi;
   m[i] = mi;
   v[i] = vi;
   let denom = sqrt(vi) / sqrt(bc2) + ${f32(c.eps)};
-  p[i] = p[i] * (1.0 - lr * ${f32(c.weightDecay)}) - (lr / bc1) * mi / denom;
+  p[i] = p_in(i) * (1.0 - lr * ${f32(c.weightDecay)}) - (lr / bc1) * mi / denom;
 }`,
   };
 }

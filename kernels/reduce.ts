@@ -8,6 +8,8 @@ import {
   floatType,
   grid,
   type Kernel,
+  type Source,
+  vec4Input,
   vectorWidth,
   WGSL_GRID_PARAMS,
   WGSL_GROUP_INDEX,
@@ -65,17 +67,25 @@ fn main() {
 /** Rows summed per partial by {@link columnPartialsKernel}. */
 export const COLUMN_CHUNK = 64;
 
-/** partial[c, j] = Σ x[r, j] over the rows r of chunk c (rows × cols input; vec4 columns when cols % 4 = 0). */
-export function columnPartialsKernel(rows: number, cols: number): Kernel {
+/**
+ * partial[c, j] = Σ x[r, j] over the rows r of chunk c (rows × cols input; vec4 columns, read from
+ * `src`, when cols % 4 = 0).
+ */
+export function columnPartialsKernel(rows: number, cols: number, src: Source = "storage"): Kernel {
   const w = vectorWidth(cols);
   const t = floatType(w);
   const units = cols / w;
   const chunks = Math.ceil(rows / COLUMN_CHUNK);
+  if (w === 1 && src !== "storage") {
+    throw new Error("column_partials: texture input needs cols divisible by 4");
+  }
+  const input = w === 4 ? vec4Input("x", 0, src) : `@group(0) @binding(0) var<storage, read> x_b: array<f32>;
+fn x(i: u32) -> f32 { return x_b[i]; }`;
   return {
     name: "column_partials",
-    key: `r${rows}_c${cols}`,
+    key: `r${rows}_c${cols}_${src}`,
     workgroups: grid(Math.ceil((chunks * units) / 64)),
-    code: `@group(0) @binding(0) var<storage, read> x: array<${t}>;
+    code: `${input}
 @group(0) @binding(1) var<storage, read_write> partial: array<${t}>;
 @compute @workgroup_size(64)
 fn main(${WGSL_GRID_PARAMS}) {
@@ -85,7 +95,7 @@ fn main(${WGSL_GRID_PARAMS}) {
   let j = u % ${units}u;
   let end = min((c + 1u) * ${COLUMN_CHUNK}u, ${rows}u);
   var s = ${t}(0.0);
-  for (var r = c * ${COLUMN_CHUNK}u; r < end; r++) { s += x[r * ${units}u + j]; }
+  for (var r = c * ${COLUMN_CHUNK}u; r < end; r++) { s += x(r * ${units}u + j); }
   partial[u] = s;
 }`,
   };

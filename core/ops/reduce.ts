@@ -13,6 +13,7 @@ import { noGrad, record } from "../autograd.ts";
 import type { Gpu } from "../gpu.ts";
 import { empty, type Tensor, withCategory } from "../tensor.ts";
 import { expectF32 } from "./checks.ts";
+import { plain, vec4Input } from "./pack.ts";
 
 function partials(x: Tensor, square: boolean): Tensor {
   const p = withCategory("workspace", () => empty(x.gpu, [sumParts(x.size)], { name: "sum_partials" }));
@@ -67,23 +68,18 @@ export function mean(x: Tensor): Tensor {
 /** Column sums of x viewed as rows × cols, shaped `shape` (the bias gradient); not recorded. */
 export function sumColumns(x: Tensor, rows: number, cols: number, shape: readonly number[]): Tensor {
   const out = empty(x.gpu, shape, { name: "sum_columns" });
+  const xin = cols % 4 === 0 ? vec4Input(x, "sum_columns") : plain(x, "sum_columns");
+  const partials = columnPartialsKernel(rows, cols, xin.src);
   if (rows <= COLUMN_CHUNK) {
-    x.gpu.dispatch(
-      columnPartialsKernel(rows, cols),
-      [x.binding("sum_columns"), out.binding("sum_columns")],
-    );
+    x.gpu.dispatch(partials, [xin.binding, out.binding("sum_columns")]);
+    xin.done();
     return out;
   }
   const chunks = Math.ceil(rows / COLUMN_CHUNK);
   const p = withCategory("workspace", () => empty(x.gpu, [chunks, cols], { name: "column_partials" }));
-  x.gpu.dispatch(
-    columnPartialsKernel(rows, cols),
-    [x.binding("sum_columns"), p.binding("sum_columns")],
-  );
-  x.gpu.dispatch(
-    columnFinishKernel(chunks, cols),
-    [p.binding("sum_columns"), out.binding("sum_columns")],
-  );
+  x.gpu.dispatch(partials, [xin.binding, p.binding("sum_columns")]);
+  xin.done();
+  x.gpu.dispatch(columnFinishKernel(chunks, cols), [p.binding("sum_columns"), out.binding("sum_columns")]);
   p.dispose();
   return out;
 }

@@ -6,6 +6,7 @@
  */
 import { adamwKernel, clipFactorKernel, HYPER_SLOT } from "../../kernels/adamw.ts";
 import type { Gpu } from "../gpu.ts";
+import { vec4Input } from "../ops/pack.ts";
 import { globalNorm } from "../ops/reduce.ts";
 import { empty, fromArray, type Tensor, zeros } from "../tensor.ts";
 
@@ -103,20 +104,34 @@ export class AdamW {
     gpu.write(hyper.buffer, 0, values);
     live.forEach(([, p], i) => {
       const s = states[i];
-      const k = adamwKernel(p.size, {
+      const hyperSlot = { buffer: hyper.buffer, offset: i * HYPER_SLOT * 4, size: HYPER_SLOT * 4 };
+      const constants = {
         beta1: this.beta1,
         beta2: this.beta2,
         eps: this.eps,
         weightDecay: p.shape.length >= 2 ? this.weightDecay : 0,
-      });
-      gpu.dispatch(k, [
-        p.binding("adamw"),
-        p.grad!.binding("adamw"),
-        s.m!.binding("adamw"),
-        s.v!.binding("adamw"),
-        { buffer: hyper.buffer, offset: i * HYPER_SLOT * 4, size: HYPER_SLOT * 4 },
-        this.#clip.binding("adamw"),
-      ]);
+      };
+      const ins = [p, p.grad!, s.m!, s.v!].map((t) => vec4Input(t, "adamw"));
+      if (ins.every((x) => x.src === "texture")) {
+        gpu.dispatch(adamwKernel(p.size, constants, true), [
+          p.binding("adamw"),
+          s.m!.binding("adamw"),
+          s.v!.binding("adamw"),
+          hyperSlot,
+          this.#clip.binding("adamw"),
+          ...ins.map((x) => x.binding),
+        ]);
+      } else {
+        gpu.dispatch(adamwKernel(p.size, constants), [
+          p.binding("adamw"),
+          p.grad!.binding("adamw"),
+          s.m!.binding("adamw"),
+          s.v!.binding("adamw"),
+          hyperSlot,
+          this.#clip.binding("adamw"),
+        ]);
+      }
+      for (const x of ins) x.done();
     });
     return result;
   }
