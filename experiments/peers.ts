@@ -16,7 +16,7 @@ export async function runPython(code: string): Promise<string | null> {
   }
 }
 
-/** Best-of-5 ms of torch.matmul for the same problem on the CPU, or null without torch. */
+/** Best-of-10 ms of torch.matmul for the same problem on the CPU, or null without torch. */
 export async function torchMatmulMs(
   m: number,
   n: number,
@@ -32,7 +32,7 @@ b = torch.rand(${transB ? `${n}, ${k}` : `${k}, ${n}`})
 f = lambda: ${transA ? "a.t()" : "a"} @ ${transB ? "b.t()" : "b"}
 f()
 best = 1e9
-for _ in range(5):
+for _ in range(10):
     t = time.perf_counter(); f(); best = min(best, time.perf_counter() - t)
 print(best * 1000)
 `);
@@ -51,7 +51,7 @@ export interface StepConfig {
 
 /**
  * Milliseconds per GPT-2 training step (forward, backward, AdamW) in PyTorch on the CPU with
- * threads = cores, best of 5 after 2 warm-up steps; null without torch.
+ * threads = cores, best of 10 after 3 warm-up steps; null without torch.
  */
 export async function torchTrainStepMs(c: StepConfig): Promise<{ ms: number; threads: number } | null> {
   const out = await runPython(`
@@ -85,9 +85,9 @@ m = GPT(); opt = torch.optim.AdamW(m.parameters(), lr=1e-4)
 idx, tgt = torch.randint(0, V, (B, T)), torch.randint(0, V, (B, T))
 def step():
     opt.zero_grad(set_to_none=True); m(idx, tgt).backward(); opt.step()
-for _ in range(2): step()
+for _ in range(3): step()
 best = 1e9
-for _ in range(5):
+for _ in range(10):
     t = time.perf_counter(); step(); best = min(best, time.perf_counter() - t)
 print(best * 1000, torch.get_num_threads())
 `);
