@@ -20,24 +20,29 @@ export function sumParts(n: number): number {
   return Math.min(Math.ceil(n / vectorWidth(n)), 1024);
 }
 
-/** partial[t] = Σ x[i] (or x[i]²) over the vec4 (or scalar) units i ≡ t (mod parts). */
-export function sumPartialsKernel(n: number, square: boolean): Kernel {
+/** partial[t] = Σ x[i] (or x[i]²) over the vec4 (or scalar) units i ≡ t (mod parts); vec4 units from `src`. */
+export function sumPartialsKernel(n: number, square: boolean, src: Source = "storage"): Kernel {
   const w = vectorWidth(n);
   const parts = sumParts(n);
   const t = floatType(w);
   const total = w === 4 ? "s.x + s.y + s.z + s.w" : "s";
+  if (w === 1 && src !== "storage") {
+    throw new Error("sum_partials: texture input needs a size divisible by 4");
+  }
+  const input = w === 4 ? vec4Input("x", 0, src) : `@group(0) @binding(0) var<storage, read> x_b: array<f32>;
+fn x(i: u32) -> f32 { return x_b[i]; }`;
   return {
     name: "sum_partials",
-    key: `n${n}_sq${+square}`,
+    key: `n${n}_sq${+square}_${src}`,
     workgroups: grid(Math.ceil(parts / 64)),
-    code: `@group(0) @binding(0) var<storage, read> x: array<${t}>;
+    code: `${input}
 @group(0) @binding(1) var<storage, read_write> partial: array<f32>;
 @compute @workgroup_size(64)
 fn main(${WGSL_GRID_PARAMS}) {
   let t = ${WGSL_GROUP_INDEX} * 64u + lid;
   if (t >= ${parts}u) { return; }
   var s = ${t}(0.0);
-  for (var i = t; i < ${n / w}u; i += ${parts}u) { let v = x[i]; s += ${square ? "v * v" : "v"}; }
+  for (var i = t; i < ${n / w}u; i += ${parts}u) { let v = x(i); s += ${square ? "v * v" : "v"}; }
   partial[t] = ${total};
 }`,
   };

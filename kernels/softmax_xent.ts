@@ -4,21 +4,37 @@
  * One thread per row in the forward (see layernorm.ts for why), one per vec4 of logits in the
  * backward; rows are read as vec4 when V divides by 4.
  */
-import { floatType, grid, type Kernel, vectorWidth, WGSL_GRID_PARAMS, WGSL_GROUP_INDEX } from "./kernel.ts";
+import {
+  floatType,
+  grid,
+  type Kernel,
+  type Source,
+  vec4Input,
+  vectorWidth,
+  WGSL_GRID_PARAMS,
+  WGSL_GROUP_INDEX,
+} from "./kernel.ts";
+
+/** The logits at binding 0 read as x(i): vec4 units from `src`, or a plain f32 array. */
+function logitsInput(w: 1 | 4, src: Source): string {
+  if (w === 4) return vec4Input("x", 0, src);
+  if (src !== "storage") throw new Error("xent: texture input needs a vocabulary divisible by 4");
+  return `@group(0) @binding(0) var<storage, read> x_b: array<f32>;
+fn x(i: u32) -> f32 { return x_b[i]; }`;
+}
 
 /** Per row: lse[n] and rowloss[n] = m[n]·(lse − x[n, t[n]]). Bindings: x, targets, mask, lse, rowloss. */
-export function xentRowsKernel(rows: number, v: number): Kernel {
+export function xentRowsKernel(rows: number, v: number, src: Source = "storage"): Kernel {
   const w = vectorWidth(v);
-  const t = floatType(w);
   const vu = v / w;
   const max = w === 4 ? "max(max(u.x, u.y), max(u.z, u.w))" : "u";
   const sum = w === 4 ? "e.x + e.y + e.z + e.w" : "e";
-  const at = w === 4 ? "x[(o * 4u + tg) / 4u][tg % 4u]" : "x[o + tg]";
+  const at = w === 4 ? "x((o * 4u + tg) / 4u)[tg % 4u]" : "x(o + tg)";
   return {
     name: "xent_rows",
-    key: `r${rows}_v${v}`,
+    key: `r${rows}_v${v}_${src}`,
     workgroups: grid(Math.ceil(rows / 64)),
-    code: `@group(0) @binding(0) var<storage, read> x: array<${t}>;
+    code: `${logitsInput(w, src)}
 @group(0) @binding(1) var<storage, read> tgt: array<u32>;
 @group(0) @binding(2) var<storage, read> mask: array<f32>;
 @group(0) @binding(3) var<storage, read_write> lse: array<f32>;
@@ -29,9 +45,9 @@ fn main(${WGSL_GRID_PARAMS}) {
   if (r >= ${rows}u) { return; }
   let o = r * ${vu}u;
   var mx = -3.0e38;
-  for (var j = 0u; j < ${vu}u; j++) { let u = x[o + j]; mx = max(mx, ${max}); }
+  for (var j = 0u; j < ${vu}u; j++) { let u = x(o + j); mx = max(mx, ${max}); }
   var s = 0.0;
-  for (var j = 0u; j < ${vu}u; j++) { let e = exp(x[o + j] - mx); s += ${sum}; }
+  for (var j = 0u; j < ${vu}u; j++) { let e = exp(x(o + j) - mx); s += ${sum}; }
   let l = mx + log(s);
   lse[r] = l;
   let tg = tgt[r];
@@ -73,9 +89,15 @@ fn main() {
  * chunked LM head recomputes logits and needs no second buffer). Bindings: x, targets, mask, lse,
  * scale, g, (dx).
  */
-export function xentBackwardKernel(rows: number, v: number, inPlace = false): Kernel {
+export function xentBackwardKernel(
+  rows: number,
+  v: number,
+  inPlace = false,
+  src: Source = "storage",
+): Kernel {
   const w = vectorWidth(v);
   const t = floatType(w);
+  if (inPlace && src !== "storage") throw new Error("xent_backward: in place reads the buffer it writes");
   const vu = v / w;
   const hit = w === 4
     ? `let k = i32(tgt[r]) - i32(j * 4u);
@@ -83,9 +105,14 @@ export function xentBackwardKernel(rows: number, v: number, inPlace = false): Ke
     : `if (j == tgt[r]) { d -= 1.0; }`;
   return {
     name: "xent_backward",
-    key: `r${rows}_v${v}_inplace${+inPlace}`,
+    key: `r${rows}_v${v}_inplace${+inPlace}_${src}`,
     workgroups: grid(Math.ceil((rows * vu) / 64)),
-    code: `@group(0) @binding(0) var<storage, ${inPlace ? "read_write" : "read"}> x: array<${t}>;
+    code: `${
+      inPlace
+        ? `@group(0) @binding(0) var<storage, read_write> x_b: array<${t}>;
+fn x(i: u32) -> ${t} { return x_b[i]; }`
+        : logitsInput(w, src)
+    }
 @group(0) @binding(1) var<storage, read> tgt: array<u32>;
 @group(0) @binding(2) var<storage, read> mask: array<f32>;
 @group(0) @binding(3) var<storage, read> lse: array<f32>;
@@ -99,9 +126,9 @@ fn main(${WGSL_GRID_PARAMS}) {
   let r = i / ${vu}u;
   let j = i % ${vu}u;
   let wgt = g[0] * scale[0] * mask[r];
-  var d = exp(x[i] - lse[r]);
+  var d = exp(x(i) - lse[r]);
   ${hit}
-  ${inPlace ? "x" : "dx"}[i] = wgt * d;
+  ${inPlace ? "x_b" : "dx"}[i] = wgt * d;
 }`,
   };
 }

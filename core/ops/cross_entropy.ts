@@ -6,6 +6,7 @@ import { xentBackwardKernel, xentFinishKernel, xentRowsKernel } from "../../kern
 import { record } from "../autograd.ts";
 import { empty, type Tensor } from "../tensor.ts";
 import { expectF32, expectSameGpu, fmt } from "./checks.ts";
+import { plain, vec4Input } from "./pack.ts";
 
 /**
  * Cross-entropy of `logits` [..., V] against `targets` (u32, one per row) weighted by `mask` (f32,
@@ -30,13 +31,15 @@ export function crossEntropy(logits: Tensor, targets: Tensor, mask: Tensor): Ten
   const rowLoss = empty(gpu, [rows], { name: "xent_rowloss" });
   const loss = empty(gpu, [1], { name: "xent_loss" });
   const scale = empty(gpu, [1], { name: "xent_scale" });
-  gpu.dispatch(xentRowsKernel(rows, v), [
-    logits.binding("crossEntropy"),
+  const xin = v % 4 === 0 ? vec4Input(logits, "crossEntropy") : plain(logits, "crossEntropy");
+  gpu.dispatch(xentRowsKernel(rows, v, xin.src), [
+    xin.binding,
     targets.binding("crossEntropy"),
     mask.binding("crossEntropy"),
     lse.binding("crossEntropy"),
     rowLoss.binding("crossEntropy"),
   ]);
+  xin.done();
   gpu.dispatch(xentFinishKernel(rows), [
     rowLoss.binding("crossEntropy"),
     mask.binding("crossEntropy"),
@@ -46,8 +49,9 @@ export function crossEntropy(logits: Tensor, targets: Tensor, mask: Tensor): Ten
   rowLoss.dispose();
   const out = record("crossEntropy", loss, [logits], [logits, targets, mask, lse, scale], (g) => {
     const dx = empty(gpu, logits.shape, { name: "dlogits" });
-    gpu.dispatch(xentBackwardKernel(rows, v), [
-      logits.binding("crossEntropy"),
+    const li = v % 4 === 0 ? vec4Input(logits, "crossEntropy") : plain(logits, "crossEntropy");
+    gpu.dispatch(xentBackwardKernel(rows, v, false, li.src), [
+      li.binding,
       targets.binding("crossEntropy"),
       mask.binding("crossEntropy"),
       lse.binding("crossEntropy"),
@@ -55,6 +59,7 @@ export function crossEntropy(logits: Tensor, targets: Tensor, mask: Tensor): Ten
       g.binding("crossEntropy"),
       dx.binding("crossEntropy"),
     ]);
+    li.done();
     return [dx];
   });
   lse.dispose();

@@ -17,10 +17,9 @@ import { plain, vec4Input } from "./pack.ts";
 
 function partials(x: Tensor, square: boolean): Tensor {
   const p = withCategory("workspace", () => empty(x.gpu, [sumParts(x.size)], { name: "sum_partials" }));
-  x.gpu.dispatch(
-    sumPartialsKernel(x.size, square),
-    [x.binding("sum"), p.binding("sum")],
-  );
+  const xin = x.size % 4 === 0 ? vec4Input(x, "sum") : plain(x, "sum");
+  x.gpu.dispatch(sumPartialsKernel(x.size, square, xin.src), [xin.binding, p.binding("sum")]);
+  xin.done();
   return p;
 }
 

@@ -8,7 +8,7 @@ const total = (x: Float64Array) => x.reduce((p, v) => p + v, 0);
 gpuTest(
   "sum and mean match the reference, over more elements than the first stage has threads",
   async (gpu) => {
-    for (const n of [1, 63, 3001, 4100]) {
+    for (const n of [1, 63, 3001, 4100, 20000]) {
       await checkOp(gpu, {
         shapes: [[n]],
         run: ([x]) => sum(x),
@@ -46,7 +46,7 @@ gpuTest("l2Norm matches ‖x‖ and its gradient x/‖x‖", async (gpu) => {
 
 gpuTest("globalNorm is the norm of all tensors together", async (gpu) => {
   const rand = rng(3);
-  const xs = [randomArray(rand, 7), randomArray(rand, 1300), randomArray(rand, 1)];
+  const xs = [randomArray(rand, 7), randomArray(rand, 1300), randomArray(rand, 1), randomArray(rand, 20000)];
   const ts = xs.map((x, i) => fromArray(gpu, x, [x.length], { name: `g${i}` }));
   const n = globalNorm(gpu, ts);
   const expected = Math.sqrt(xs.reduce((p, x) => p + total(x.map((v) => v * v)), 0));
