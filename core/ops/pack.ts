@@ -98,12 +98,14 @@ export function plain(t: Tensor, op: string): Vec4Input {
  * i div 1024)) when `t` is big enough and its size divides by 4, else its buffer.
  */
 export function vec4Input(t: Tensor, op: string): Vec4Input {
+  // Validate as a binding even when a texture copy is read, so limits fail the same on every adapter.
+  const binding = t.binding(op);
   const gpu = t.gpu;
   const units = t.size / 4;
   const rows = Math.ceil(units / FLAT_WIDTH);
   const useTexture = gpu.cpuLike && t.size % 4 === 0 && t.size >= FLAT_MIN_ELEMENTS &&
     rows <= gpu.info.limits.maxTextureDimension2D && t.byteOffset % 16 === 0;
-  if (!useTexture) return plain(t, op);
+  if (!useTexture) return { binding, src: "storage", done: () => {} };
   const tex = gpu.memory.allocTexture(FLAT_WIDTH, rows, "workspace", `${op}_input`);
   const full = Math.floor(units / FLAT_WIDTH);
   if (full > 0) gpu.copyToTexture(t.buffer, t.byteOffset, FLAT_WIDTH * 16, tex.texture, 0, FLAT_WIDTH, full);
