@@ -4,11 +4,11 @@
  */
 import {
   f32,
+  floatInput,
   floatType,
   grid,
   type Kernel,
   type Source,
-  vec4Input,
   vectorWidth,
   WGSL_GRID_PARAMS,
   WGSL_GROUP_INDEX,
@@ -33,10 +33,7 @@ function elementwise(
   const decls = bindings.map((b, i) => {
     const [kind, input, src] = b.split(" ");
     if (kind !== "in") return `@group(0) @binding(${i}) var<storage, ${b.replace("$T", t)};`;
-    if (w === 4) return vec4Input(input, i, src as Source);
-    if (src !== "storage") throw new Error(`${name}: texture inputs need a size divisible by 4`);
-    return `@group(0) @binding(${i}) var<storage, read> ${input}_b: array<f32>;
-fn ${input}(i: u32) -> f32 { return ${input}_b[i]; }`;
+    return floatInput(name, input, i, w, src as Source);
   }).join("\n");
   const units = n / w;
   return {

@@ -1,10 +1,10 @@
 /** GELU, tanh form (GPT-2's `gelu_new`): 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))). */
 import {
+  floatInput,
   floatType,
   grid,
   type Kernel,
   type Source,
-  vec4Input,
   vectorWidth,
   WGSL_GRID_PARAMS,
   WGSL_GROUP_INDEX,
@@ -19,25 +19,19 @@ fn tanh_safe(u: ${t}) -> ${t} { return 1.0 - 2.0 / (exp(2.0 * u) + 1.0); }`;
 }
 
 /** Inputs (bindings 0..) as functions name(i): vec4 units from their source, or plain f32 arrays. */
-function inputs(ins: [string, Source][], w: 1 | 4): string {
-  return ins.map(([n, src], i) =>
-    w === 4 ? vec4Input(n, i, src) : `@group(0) @binding(${i}) var<storage, read> ${n}_b: array<f32>;
-fn ${n}(i: u32) -> f32 { return ${n}_b[i]; }`
-  ).join("\n");
+function inputs(kernel: string, ins: [string, Source][], w: 1 | 4): string {
+  return ins.map(([n, src], i) => floatInput(kernel, n, i, w, src)).join("\n");
 }
 
 function kernel(name: string, n: number, ins: [string, Source][], body: string): Kernel {
   const w = vectorWidth(n);
   const t = floatType(w);
-  if (w === 1 && ins.some(([, src]) => src !== "storage")) {
-    throw new Error(`${name}: texture inputs need a size divisible by 4`);
-  }
   return {
     name,
     key: `n${n}_w${w}_${ins.map(([, src]) => src).join("_")}`,
     workgroups: grid(Math.ceil(n / w / 64)),
     code: `${common(t)}
-${inputs(ins, w)}
+${inputs(name, ins, w)}
 @group(0) @binding(${ins.length}) var<storage, read_write> out: array<${t}>;
 @compute @workgroup_size(64)
 fn main(${WGSL_GRID_PARAMS}) {

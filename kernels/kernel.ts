@@ -70,3 +70,14 @@ fn ${name}(i: u32) -> vec4<f32> { return textureLoad(${name}_t, vec2<u32>(i % ${
     : `@group(0) @binding(${binding}) var<storage, read> ${name}_b: array<vec4<f32>>;
 fn ${name}(i: u32) -> vec4<f32> { return ${name}_b[i]; }`;
 }
+
+/**
+ * WGSL for input `name` at `binding` read as `name(i)`: vec4 units from `src` when `w` is 4, else
+ * a plain f32 array (which only a buffer can be). `kernel` names the caller in the error.
+ */
+export function floatInput(kernel: string, name: string, binding: number, w: 1 | 4, src: Source): string {
+  if (w === 4) return vec4Input(name, binding, src);
+  if (src !== "storage") throw new Error(`${kernel}: texture input ${name} needs a size divisible by 4`);
+  return `@group(0) @binding(${binding}) var<storage, read> ${name}_b: array<f32>;
+fn ${name}(i: u32) -> f32 { return ${name}_b[i]; }`;
+}

@@ -5,11 +5,11 @@
  */
 import {
   f32,
+  floatInput,
   floatType,
   grid,
   type Kernel,
   type Source,
-  vec4Input,
   vectorWidth,
   WGSL_GRID_PARAMS,
   WGSL_GROUP_INDEX,
@@ -18,10 +18,7 @@ import { COLUMN_CHUNK } from "./reduce.ts";
 
 /** Input `name` at `binding` read as name(i): vec4 units from `src`, or a plain f32 array. */
 function input(name: string, binding: number, c: number, src: Source): string {
-  if (vectorWidth(c) === 4) return vec4Input(name, binding, src);
-  if (src !== "storage") throw new Error(`layernorm: texture inputs need C divisible by 4 (C = ${c})`);
-  return `@group(0) @binding(${binding}) var<storage, read> ${name}_b: array<f32>;
-fn ${name}(i: u32) -> f32 { return ${name}_b[i]; }`;
+  return floatInput("layernorm", name, binding, vectorWidth(c), src);
 }
 
 function header(c: number): { t: string; cu: number; hsum: string } {

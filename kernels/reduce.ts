@@ -5,11 +5,11 @@
  */
 import {
   f32,
+  floatInput,
   floatType,
   grid,
   type Kernel,
   type Source,
-  vec4Input,
   vectorWidth,
   WGSL_GRID_PARAMS,
   WGSL_GROUP_INDEX,
@@ -26,11 +26,7 @@ export function sumPartialsKernel(n: number, square: boolean, src: Source = "sto
   const parts = sumParts(n);
   const t = floatType(w);
   const total = w === 4 ? "s.x + s.y + s.z + s.w" : "s";
-  if (w === 1 && src !== "storage") {
-    throw new Error("sum_partials: texture input needs a size divisible by 4");
-  }
-  const input = w === 4 ? vec4Input("x", 0, src) : `@group(0) @binding(0) var<storage, read> x_b: array<f32>;
-fn x(i: u32) -> f32 { return x_b[i]; }`;
+  const input = floatInput("sum_partials", "x", 0, w, src);
   return {
     name: "sum_partials",
     key: `n${n}_sq${+square}_${src}`,
@@ -81,11 +77,7 @@ export function columnPartialsKernel(rows: number, cols: number, src: Source = "
   const t = floatType(w);
   const units = cols / w;
   const chunks = Math.ceil(rows / COLUMN_CHUNK);
-  if (w === 1 && src !== "storage") {
-    throw new Error("column_partials: texture input needs cols divisible by 4");
-  }
-  const input = w === 4 ? vec4Input("x", 0, src) : `@group(0) @binding(0) var<storage, read> x_b: array<f32>;
-fn x(i: u32) -> f32 { return x_b[i]; }`;
+  const input = floatInput("column_partials", "x", 0, w, src);
   return {
     name: "column_partials",
     key: `r${rows}_c${cols}_${src}`,

@@ -5,23 +5,15 @@
  * backward; rows are read as vec4 when V divides by 4.
  */
 import {
+  floatInput,
   floatType,
   grid,
   type Kernel,
   type Source,
-  vec4Input,
   vectorWidth,
   WGSL_GRID_PARAMS,
   WGSL_GROUP_INDEX,
 } from "./kernel.ts";
-
-/** The logits at binding 0 read as x(i): vec4 units from `src`, or a plain f32 array. */
-function logitsInput(w: 1 | 4, src: Source): string {
-  if (w === 4) return vec4Input("x", 0, src);
-  if (src !== "storage") throw new Error("xent: texture input needs a vocabulary divisible by 4");
-  return `@group(0) @binding(0) var<storage, read> x_b: array<f32>;
-fn x(i: u32) -> f32 { return x_b[i]; }`;
-}
 
 /** Per row: lse[n] and rowloss[n] = m[n]·(lse − x[n, t[n]]). Bindings: x, targets, mask, lse, rowloss. */
 export function xentRowsKernel(rows: number, v: number, src: Source = "storage"): Kernel {
@@ -34,7 +26,7 @@ export function xentRowsKernel(rows: number, v: number, src: Source = "storage")
     name: "xent_rows",
     key: `r${rows}_v${v}_${src}`,
     workgroups: grid(Math.ceil(rows / 64)),
-    code: `${logitsInput(w, src)}
+    code: `${floatInput("xent_rows", "x", 0, w, src)}
 @group(0) @binding(1) var<storage, read> tgt: array<u32>;
 @group(0) @binding(2) var<storage, read> mask: array<f32>;
 @group(0) @binding(3) var<storage, read_write> lse: array<f32>;
@@ -111,7 +103,7 @@ export function xentBackwardKernel(
       inPlace
         ? `@group(0) @binding(0) var<storage, read_write> x_b: array<${t}>;
 fn x(i: u32) -> ${t} { return x_b[i]; }`
-        : logitsInput(w, src)
+        : floatInput("xent_backward", "x", 0, w, src)
     }
 @group(0) @binding(1) var<storage, read> tgt: array<u32>;
 @group(0) @binding(2) var<storage, read> mask: array<f32>;
