@@ -2,6 +2,9 @@ import { deepEqual, equal, rejects, throws } from "node:assert/strict";
 import { CheckpointError, configFromHF, configToHF, loadGPT2, saveGPT2 } from "../../core/io/hf.ts";
 import { encodeSafetensors, Safetensors } from "../../core/io/safetensors.ts";
 import { GPT } from "../../core/nn/gpt.ts";
+import { AdamW } from "../../core/optim/adamw.ts";
+import { backward } from "../../core/autograd.ts";
+import { tidy } from "../../core/tensor.ts";
 import { gpuTest } from "../helpers.ts";
 
 const tiny = new URL("../fixtures/gpt2_tiny/bare/", import.meta.url).pathname;
@@ -87,4 +90,55 @@ gpuTest("broken checkpoints are rejected naming the file and the tensor", async 
   await rejects(loadGPT2(gpu, dir), /model.safetensors: missing \(only safetensors checkpoints are read/);
   await rejects(loadGPT2(gpu, `${dir}/nowhere`), /config.json: cannot read/);
   await Deno.remove(dir, { recursive: true });
+});
+
+const hasTorch = await new Deno.Command("/usr/bin/python3", {
+  args: ["-c", "import torch"],
+  stdout: "null",
+  stderr: "null",
+})
+  .output().then((o) => o.success, () => false);
+
+Deno.test({
+  name:
+    "a model we train and save is read by PyTorch in Hugging Face's layout and gives our loss (both key styles)",
+  ignore: !hasTorch,
+  sanitizeOps: false,
+  sanitizeResources: false,
+  fn: async () => {
+    const { testGpu } = await import("../helpers.ts");
+    const gpu = await testGpu();
+    const expected = JSON.parse(
+      await Deno.readTextFile(new URL("../fixtures/gpt2_tiny/expected.json", import.meta.url)),
+    );
+    const input = {
+      ids: Uint32Array.from(expected.batch.ids as number[]),
+      targets: Uint32Array.from(expected.batch.targets as number[]),
+      batchSize: expected.batch.batchSize,
+      blockSize: expected.batch.blockSize,
+    };
+    const { model } = await loadGPT2(gpu, tiny);
+    const opt = new AdamW(gpu);
+    backward(tidy(() => model.loss(input)));
+    opt.step(model.namedParameters(), 0.05);
+    for (const [, p] of model.namedParameters()) p.zeroGrad();
+    const ours = (await tidy(() => model.loss(input)).download())[0];
+    await Deno.mkdir("./.cache", { recursive: true });
+    for (const style of ["bare", "transformer"] as const) {
+      const dir = await Deno.makeTempDir({ dir: "./.cache" });
+      await saveGPT2(model, dir, style);
+      const out = await new Deno.Command("/usr/bin/python3", {
+        args: ["tests/reference/gpt2.py", "--check", dir],
+        stdout: "piped",
+        stderr: "piped",
+      }).output();
+      if (!out.success) throw new Error(new TextDecoder().decode(out.stderr));
+      const theirs = JSON.parse(new TextDecoder().decode(out.stdout)).loss;
+      equal(Math.abs(theirs - ours) < 1e-4 * ours, true, `PyTorch ${theirs} vs ours ${ours} (${style})`);
+      equal(Math.abs(theirs - expected.loss) > 1e-3, true, "the saved weights are the trained ones");
+      await Deno.remove(dir, { recursive: true });
+    }
+    opt.dispose();
+    model.dispose();
+  },
 });

@@ -8,6 +8,7 @@ import json
 import math
 import pathlib
 import struct
+import sys
 
 import torch
 
@@ -74,6 +75,38 @@ def write_safetensors(path, tensors):
     head += b" " * ((8 - len(head) % 8) % 8)
     path.write_bytes(struct.pack("<Q", len(head)) + head + b"".join(blobs))
 
+
+def read_safetensors(path):
+    """The reader transformers uses, in short: header length, JSON header, little-endian data."""
+    raw = path.read_bytes()
+    n = struct.unpack("<Q", raw[:8])[0]
+    header = json.loads(raw[8:8 + n])
+    out = {}
+    for name, e in header.items():
+        if name == "__metadata__":
+            continue
+        assert e["dtype"] == "F32", (name, e["dtype"])
+        a, b = e["data_offsets"]
+        t = torch.frombuffer(bytearray(raw[8 + n + a:8 + n + b]), dtype=torch.float32)
+        out[name] = t.reshape(e["shape"]).double()
+    return out
+
+
+if len(sys.argv) == 3 and sys.argv[1] == "--check":
+    # A directory written by lisa-webgpu's saveGPT2: config fields and tensors as transformers reads
+    # them (bare or transformer.-prefixed keys, Conv1D weights (in, out)); prints the loss on the
+    # fixture batch for the caller to compare.
+    d = pathlib.Path(sys.argv[2])
+    cfg = json.loads((d / "config.json").read_text())
+    assert cfg["model_type"] == "gpt2" and cfg["architectures"] == ["GPT2LMHeadModel"], cfg
+    assert (cfg["vocab_size"], cfg["n_positions"], cfg["n_embd"], cfg["n_layer"], cfg["n_head"]) == (V, P, C, L, H), cfg
+    loaded = {k.removeprefix("transformer."): v for k, v in read_safetensors(d / "model.safetensors").items()}
+    assert set(loaded) == set(params), sorted(set(loaded) ^ set(params))
+    for k, v in loaded.items():
+        assert v.shape == params[k].shape, (k, v.shape, params[k].shape)
+    _, check_loss = forward(loaded)
+    print(json.dumps({"loss": check_loss.item()}))
+    sys.exit(0)
 
 config = {
     "architectures": ["GPT2LMHeadModel"], "model_type": "gpt2", "vocab_size": V, "n_positions": P,
