@@ -31,7 +31,7 @@ export interface BenchResult {
  * Best-of-`reps` milliseconds per call of `record`: after a warm-up (pipeline compiles), enough
  * calls go into one submit to fill ~`budgetMs`, so the ≥ 11 ms wait per submit is amortized.
  */
-async function timeIt(gpu: Gpu, record: () => void, reps = 5, budgetMs = 300): Promise<number> {
+async function timeIt(gpu: Gpu, record: () => void, reps = 7, budgetMs = 300): Promise<number> {
   let t0 = performance.now();
   record();
   await gpu.submit();
