@@ -2,7 +2,9 @@
  * AdamW over named parameters with fused per-parameter updates. A parameter's two moments are
  * allocated on its first update (category `optimizer`) and can be released on demand (LISA's
  * `reset`), moved to host memory and back (`offload`), or kept. Weight decay applies to ≥ 2-D
- * tensors only, as nanoGPT does. Gradient clipping by global norm happens on the GPU.
+ * tensors only, as nanoGPT does. Gradient clipping by global norm happens on the GPU. The
+ * `optimizer` category holds exactly the moments (8 bytes per updated parameter); the small
+ * per-step buffers (learning rate and bias corrections, clip factor) are `workspace`.
  */
 import { adamwKernel, clipFactorKernel, HYPER_SLOT } from "../../kernels/adamw.ts";
 import type { Gpu } from "../gpu.ts";
@@ -63,7 +65,7 @@ export class AdamW {
     for (const [k, b] of [["beta1", this.beta1], ["beta2", this.beta2]] as const) {
       if (!(b >= 0 && b < 1)) throw new Error(`AdamW: ${k} = ${b} must be in [0, 1)`);
     }
-    this.#clip = fromArray(gpu, [1], [1], { category: "optimizer", name: "adamw_clip" });
+    this.#clip = fromArray(gpu, [1], [1], { category: "workspace", name: "adamw_clip" });
   }
 
   /** The state of `name`, if it has any. */
@@ -223,7 +225,7 @@ export class AdamW {
   #hyperBuffer(params: number): Tensor {
     if (!this.#hyper || this.#hyper.size < params * HYPER_SLOT) {
       this.#hyper?.dispose();
-      this.#hyper = empty(this.gpu, [params * HYPER_SLOT], { category: "optimizer", name: "adamw_hyper" });
+      this.#hyper = empty(this.gpu, [params * HYPER_SLOT], { category: "workspace", name: "adamw_hyper" });
     }
     return this.#hyper;
   }
