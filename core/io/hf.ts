@@ -5,6 +5,7 @@
  * are stored (in, out), as our Linear keeps them. Saving writes the same layout, atomically.
  */
 import type { Gpu } from "../gpu.ts";
+import type { Tensor } from "../tensor.ts";
 import { GPT, type GPTConfig, validateConfig } from "../nn/gpt.ts";
 import { encodeSafetensors, type F32Tensor, readSafetensorsFile, writeFileAtomic } from "./safetensors.ts";
 
@@ -153,9 +154,11 @@ export async function loadGPT2(gpu: Gpu, dir: string): Promise<{ model: GPT; key
   return { model, keyStyle };
 }
 
-/** Host copies of every parameter, by checkpoint name (one GPU round trip). */
-export async function downloadParameters(model: GPT): Promise<Map<string, F32Tensor>> {
-  const params = model.namedParameters();
+/** Host copies of `params` (default: every parameter of `model`), by name (one GPU round trip). */
+export async function downloadParameters(
+  model: GPT,
+  params: [string, Tensor][] = model.namedParameters(),
+): Promise<Map<string, F32Tensor>> {
   const reads = params.map(([, t]) => t.read());
   await model.gpu.submit();
   const out = new Map<string, F32Tensor>();
@@ -165,10 +168,16 @@ export async function downloadParameters(model: GPT): Promise<Map<string, F32Ten
   return out;
 }
 
-/** Writes `model` as a Hugging Face GPT-2 directory (created if needed), files replaced atomically. */
+/**
+ * Writes `model` as a Hugging Face GPT-2 directory (created if needed), files replaced atomically.
+ * LoRA adapters are not part of it (export them with the LoRA method, or merge them first).
+ */
 export async function saveGPT2(model: GPT, dir: string, keyStyle: KeyStyle = "bare"): Promise<void> {
   await Deno.mkdir(dir, { recursive: true });
-  const params = await downloadParameters(model);
+  const params = await downloadParameters(
+    model,
+    model.namedParameters().filter(([n]) => !n.includes(".lora_")),
+  );
   const tensors: Record<string, F32Tensor> = {};
   for (const [name, t] of params) tensors[keyStyle === "transformer" ? `transformer.${name}` : name] = t;
   await writeFileAtomic(`${dir}/model.safetensors`, encodeSafetensors(tensors, { format: "pt" }));
