@@ -41,7 +41,7 @@ gpuTest("LoRA at init (B = 0) gives exactly the base model's loss, with and with
   }
 });
 
-gpuTest("LoRA trains only A and B: base weights, biases and embeddings get no gradient", async (gpu) => {
+gpuTest("LoRA trains only A and B: base weights, biases and embeddings get no gradient", (gpu) => {
   const model = new GPT(gpu, CONFIG, { seed: 2 });
   const lora = new LoraMethod(model, { rank: 4, alpha: 8, seed: 1 });
   const loss = tidy(() => model.loss(input));
