@@ -139,3 +139,13 @@ export {
   type TrainResult,
   type TrainSetup,
 } from "./core/finetune/trainer.ts";
+export { dropout } from "./core/ops/dropout.ts";
+export { type LoraConfig, LoRALinear } from "./core/nn/lora.ts";
+export {
+  LisaMethod,
+  type LisaOptions,
+  type LisaState,
+  type StatePolicy,
+  weightedSample,
+} from "./core/finetune/lisa.ts";
+export { ALL_LINEAR, LoraMethod, type LoraOptions } from "./core/finetune/lora.ts";

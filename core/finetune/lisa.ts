@@ -61,8 +61,11 @@ export function weightedSample(rng: Rng, weights: readonly number[], k: number):
 /** Layerwise importance-sampled fine-tuning. */
 export class LisaMethod implements FinetuneMethod {
   readonly name = "lisa";
+  /** Blocks trained at a time (γ). */
   readonly gamma: number;
+  /** Steps between redraws (K). */
   readonly period: number;
+  /** Optimizer state policy for blocks leaving the set. */
   readonly policy: StatePolicy;
   readonly #all: [string, Tensor][];
   readonly #always: [string, Tensor][];

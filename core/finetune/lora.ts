@@ -39,6 +39,7 @@ function slots(model: GPT, i: number) {
 /** Low-rank adapters on the targeted layers; only they train. */
 export class LoraMethod implements FinetuneMethod {
   readonly name = "lora";
+  /** Rank, alpha, dropout, rsLoRA and the target module names. */
   readonly config: Required<LoraConfig> & { targets: string[] };
   readonly #model: GPT;
   readonly #adapters: [string, LoRALinear][] = [];

@@ -34,6 +34,7 @@ export class LoRALinear implements LinearLike {
   readonly B: Tensor;
   /** alpha/r (or alpha/√r). */
   readonly scaling: number;
+  /** Dropout probability on the adapter's input. */
   readonly dropout: number;
   readonly inFeatures: number;
   readonly outFeatures: number;
