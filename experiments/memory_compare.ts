@@ -1,0 +1,64 @@
+/**
+ * `deno task memory-compare [--model DIR] [--data FILE] [--steps N] [--period K]`: fine-tunes the
+ * same model on the same batches with full, LoRA (r = 8, all linear layers) and LISA (E+H+2L, each
+ * state policy), and prints peak memory by category (our exact accounting) as a Markdown table, plus
+ * one JSON line per method with the exact bytes.
+ */
+import { parseArgs } from "node:util";
+import { requestGpu } from "../core/gpu.ts";
+import { CATEGORIES } from "../core/memory.ts";
+import { finetune, type FinetuneOptions } from "./finetune.ts";
+
+const MiB = 2 ** 20;
+
+if (import.meta.main) {
+  const { values } = parseArgs({
+    args: Deno.args,
+    options: {
+      model: { type: "string", default: ".cache/pretrain-small" },
+      data: { type: "string" },
+      steps: { type: "string", default: "12" },
+      period: { type: "string", default: "3" },
+      "block-size": { type: "string", default: "64" },
+      "batch-size": { type: "string", default: "8" },
+    },
+  });
+  const gpu = await requestGpu();
+  const base: FinetuneOptions = {
+    model: values.model!,
+    data: values.data ?? `${values.model}/val.bin`,
+    method: "full",
+    steps: Number(values.steps),
+    blockSize: Number(values["block-size"]),
+    batchSize: Number(values["batch-size"]),
+    lr: 1e-3,
+    seed: 0,
+    quiet: true,
+    gpu,
+  };
+  const runs: [string, Partial<FinetuneOptions>][] = [
+    ["full", { method: "full" }],
+    ["lora r=8 (all linear)", { method: "lora", rank: 8, alpha: 16, targets: "all-linear" }],
+    ["lisa E+H+2L reset", { method: "lisa", gamma: 2, period: Number(values.period), state: "reset" }],
+    ["lisa E+H+2L keep", { method: "lisa", gamma: 2, period: Number(values.period), state: "keep" }],
+    ["lisa E+H+2L offload", { method: "lisa", gamma: 2, period: Number(values.period), state: "offload" }],
+  ];
+  console.log(
+    `adapter ${gpu.info.description}; model ${base.model}; ${base.steps} steps of ${base.batchSize}×${base.blockSize}` +
+      ` tokens; peak live MiB by category over the run\n`,
+  );
+  console.log(`| method | ${CATEGORIES.join(" | ")} | total |`);
+  console.log(`| --- | ${CATEGORIES.map(() => "---").join(" | ")} | --- |`);
+  const rows: string[] = [];
+  for (const [label, o] of runs) {
+    const m = await finetune({ ...base, ...o });
+    console.log(
+      `| ${label} | ${CATEGORIES.map((c) => (m.peak[c] / MiB).toFixed(2)).join(" | ")} | ${
+        (m.peak.total / MiB).toFixed(2)
+      } |`,
+    );
+    rows.push(JSON.stringify({ method: label, peak: m.peak, msPerStep: Math.round(m.msPerStep) }));
+  }
+  console.log("");
+  for (const r of rows) console.log(r);
+}
