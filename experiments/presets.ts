@@ -26,13 +26,35 @@ export interface Preset {
   evalBatches: number;
   /** Validation tokens kept for the final evaluation (written as val.bin). */
   valTokens: number;
+  /** What `deno task experiment` does with this preset as its base. */
+  experiment: ExperimentSettings;
+}
+
+/** The experiment's fine-tuning settings, the same for every method. */
+export interface ExperimentSettings {
+  /** Examples per task (training, held out). */
+  tasks: { train: number; val: number };
+  /** Longest WordNet definition kept (characters), so prompt + response fit the block. */
+  maxDefinitionChars: number;
+  blockSize: number;
+  batchSize: number;
+  /** Fine-tuning steps per run, and per learning-rate sweep run. */
+  steps: number;
+  sweepSteps: number;
+  /** LISA's K. */
+  period: number;
+  /** Learning rates swept per method family (picked by validation loss on the definitions task). */
+  lrs: { full: number[]; lora: number[]; lisa: number[] };
+  /** `--ablations`: LISA γ and K values and seeds, each against LoRA r = 8 with the same seeds. */
+  ablation: { gammas: number[]; periods: number[]; seeds: number[] };
 }
 
 /** All presets by name. */
 export const PRESETS: Record<string, Preset> = {
   tiny: {
     name: "tiny",
-    model: { vocabSize: 256, blockSize: 64, nLayer: 2, nHead: 2, nEmbd: 64 },
+    // n_positions 128 so the experiment's 72-token examples fit; pretraining uses 64-token windows.
+    model: { vocabSize: 256, blockSize: 128, nLayer: 2, nHead: 2, nEmbd: 64 },
     batchSize: 4,
     blockSize: 64,
     steps: 40,
@@ -41,6 +63,17 @@ export const PRESETS: Record<string, Preset> = {
     evalEvery: 20,
     evalBatches: 4,
     valTokens: 4096,
+    experiment: {
+      tasks: { train: 48, val: 16 },
+      maxDefinitionChars: 40,
+      blockSize: 72,
+      batchSize: 4,
+      steps: 6,
+      sweepSteps: 3,
+      period: 2,
+      lrs: { full: [1e-3, 3e-3], lora: [3e-3, 1e-2], lisa: [1e-3, 3e-3] },
+      ablation: { gammas: [1, 2], periods: [1, 2, 3], seeds: [0, 1] },
+    },
   },
   small: {
     name: "small",
@@ -54,6 +87,17 @@ export const PRESETS: Record<string, Preset> = {
     evalEvery: 50,
     evalBatches: 8,
     valTokens: 32768,
+    experiment: {
+      tasks: { train: 400, val: 64 },
+      maxDefinitionChars: 40,
+      blockSize: 72,
+      batchSize: 8,
+      steps: 24,
+      sweepSteps: 6,
+      period: 4,
+      lrs: { full: [3e-4, 1e-3, 3e-3], lora: [1e-3, 3e-3, 1e-2], lisa: [3e-4, 1e-3, 3e-3] },
+      ablation: { gammas: [1, 2, 4], periods: [2, 5, 10], seeds: [0, 1, 2] },
+    },
   },
   gpt2: {
     name: "gpt2",
@@ -66,6 +110,17 @@ export const PRESETS: Record<string, Preset> = {
     evalEvery: 200,
     evalBatches: 20,
     valTokens: 262144,
+    experiment: {
+      tasks: { train: 2000, val: 200 },
+      maxDefinitionChars: 120,
+      blockSize: 64,
+      batchSize: 16,
+      steps: 300,
+      sweepSteps: 50,
+      period: 20,
+      lrs: { full: [1e-5, 3e-5, 1e-4], lora: [1e-4, 3e-4, 1e-3], lisa: [1e-5, 3e-5, 1e-4] },
+      ablation: { gammas: [1, 2, 4], periods: [10, 20, 50], seeds: [0, 1, 2] },
+    },
   },
 };
 

@@ -6,7 +6,7 @@
  * stdout line is JSON: {"valLoss", "tokens", "steps", "dir"}.
  */
 import { parseArgs } from "node:util";
-import { requestGpu } from "../core/gpu.ts";
+import { type Gpu, requestGpu } from "../core/gpu.ts";
 import { loadBrownTokens } from "../core/data/corpora.ts";
 import { evalWindows, splitTrainVal, StreamBatcher, type StreamBatcherState } from "../core/data/batches.ts";
 import { tokenizerFor } from "../core/data/tokenizer.ts";
@@ -35,6 +35,8 @@ export interface PretrainOptions {
   resume: boolean;
   /** Print progress to stderr. */
   quiet?: boolean;
+  /** Use this device instead of requesting one. */
+  gpu?: Gpu;
 }
 
 /** What a pretraining run returns (also written to metrics.json). */
@@ -64,7 +66,7 @@ export async function writeBin(path: string, tokens: Uint32Array): Promise<void>
 export async function pretrain(o: PretrainOptions): Promise<PretrainResult> {
   const p = o.preset;
   const log = (m: string) => o.quiet || console.error(m);
-  const gpu = await requestGpu();
+  const gpu = o.gpu ?? await requestGpu();
   log(`pretrain: preset ${p.name}, adapter ${gpu.info.description}, out ${o.out}`);
   const tokenizer = tokenizerFor(p.model.vocabSize);
   const tokens = await loadBrownTokens(tokenizer);

@@ -73,6 +73,11 @@ export interface TrainSetup {
   evalAtStart?: boolean;
   /** Called after each step with its record (progress bars, logs). */
   onStep?: (r: StepRecord) => void;
+  /**
+   * Awaited after each step once its loss is known, outside every step's memory window (for
+   * measurements such as weight norms that must not count as the step's memory).
+   */
+  afterStep?: (r: StepRecord) => Promise<void>;
   /** Called after each evaluation. */
   onEval?: (r: EvalRecord) => void;
   /** Saves a checkpoint after `step` steps; called every `checkpointEvery` steps and at the end. */
@@ -165,6 +170,12 @@ export async function train(s: TrainSetup): Promise<TrainResult> {
       runPeak[c] = Math.max(runPeak[c], v);
     }
     runPeakTotal = Math.max(runPeakTotal, stats.peakTotal);
+    if (s.afterStep) {
+      // Measurements must see this step's weights, so settle now instead of one step late.
+      const record = pending.record;
+      await settle();
+      await s.afterStep(record);
+    }
     const done = step + 1;
     const last = done === s.steps;
     if (s.evalBatches && s.evalEvery && (done % s.evalEvery === 0 || last)) {

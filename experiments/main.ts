@@ -1,0 +1,303 @@
+/**
+ * `deno task experiment [--preset small|tiny|gpt2] [--out DIR] [--fresh] [--verify] [--ablations]
+ * [--seed S] [--quiet]`: the project's main job. Pretrains the preset's base model on the Brown corpus
+ * (or reuses the cached one with the same config hash; `--fresh` rebuilds), makes the two tasks,
+ * sweeps the learning rate per method family, fine-tunes full, LoRA (r = 8, 32) and LISA (E+H+1L,
+ * 2L, 4L) on both tasks with the same steps, batches, schedule and seed, measures loss, accuracy,
+ * memory by category, speed and the weight-norm skew, checks the paper's claims, and writes
+ * report.md, results.json and SVG plots to `--out` (default `reports/<date>-<preset>/`).
+ */
+import { parseArgs } from "node:util";
+import { type Gpu, requestGpu } from "../core/gpu.ts";
+import { checkClaims, meanStd, pickLearningRates, skewEntries, type SweepPoint } from "./analyses.ts";
+import { preset as presetNamed } from "./presets.ts";
+import { pretrain } from "./pretrain.ts";
+import { formatDuration } from "./progress.ts";
+import { type ExperimentRecord, writeReport } from "./report.ts";
+import { type MethodSpec, runOne, type RunResult, type RunSpec } from "./runner.ts";
+import { makeTasks, type Task } from "./tasks.ts";
+
+/** Options of {@link experiment}. */
+export interface ExperimentOptions {
+  preset: string;
+  out?: string;
+  fresh?: boolean;
+  verify?: boolean;
+  ablations?: boolean;
+  seed?: number;
+  quiet?: boolean;
+  /** The command line recorded in the report. */
+  command?: string;
+  gpu?: Gpu;
+}
+
+/** Hex SHA-256 of a JSON value (keys in insertion order). */
+export async function hashOf(value: unknown): Promise<string> {
+  const digest = await crypto.subtle.digest("SHA-256", new TextEncoder().encode(JSON.stringify(value)));
+  return [...new Uint8Array(digest)].map((b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+async function git(args: string[]): Promise<string | null> {
+  try {
+    const out = await new Deno.Command("git", { args, stdout: "piped", stderr: "null" }).output();
+    return out.success ? new TextDecoder().decode(out.stdout).trim() : null;
+  } catch {
+    return null;
+  }
+}
+
+/** The method configurations, leaving out LISA with more blocks than the model has. */
+export function methodSpecs(nLayer: number): MethodSpec[] {
+  const specs: MethodSpec[] = [
+    { key: "full", label: "full", method: "full" },
+    { key: "lora", label: "LoRA r=8", method: "lora", rank: 8 },
+    { key: "lora_r32", label: "LoRA r=32", method: "lora", rank: 32 },
+    { key: "lisa_1l", label: "LISA E+H+1L", method: "lisa", gamma: 1 },
+    { key: "lisa", label: "LISA E+H+2L", method: "lisa", gamma: 2 },
+    { key: "lisa_4l", label: "LISA E+H+4L", method: "lisa", gamma: 4 },
+  ];
+  return specs.filter((s) => (s.gamma ?? 0) <= nLayer);
+}
+
+/** Runs the whole experiment and writes the report; returns what it wrote. */
+export async function experiment(o: ExperimentOptions): Promise<{ dir: string; record: ExperimentRecord }> {
+  const t0 = performance.now();
+  const log = (m: string) => o.quiet || console.error(m);
+  const p = presetNamed(o.preset);
+  const x = p.experiment;
+  const seed = o.seed ?? 0;
+  const gpu = o.gpu ?? await requestGpu();
+  const date = new Date().toISOString().slice(0, 10);
+  const dir = o.out ?? `reports/${date}-${p.name}`;
+
+  // 1. The base model, cached by the hash of everything that shapes it.
+  const baseConfig = {
+    preset: p.name,
+    model: p.model,
+    batchSize: p.batchSize,
+    blockSize: p.blockSize,
+    steps: p.steps,
+    lr: p.lr,
+    seed,
+  };
+  const baseHash = (await hashOf(baseConfig)).slice(0, 12);
+  const baseDir = `.cache/base-${p.name}-${baseHash}`;
+  let base: ExperimentRecord["base"];
+  const cached = !o.fresh && await Deno.stat(`${baseDir}/metrics.json`).then(() => true, () => false);
+  if (cached) {
+    const m = JSON.parse(await Deno.readTextFile(`${baseDir}/metrics.json`));
+    base = { dir: baseDir, reused: true, valLoss: m.valLoss, steps: m.steps.length, seconds: 0 };
+    log(`experiment: reusing the base model in ${baseDir} (validation loss ${m.valLoss.toFixed(4)})`);
+  } else {
+    const tb = performance.now();
+    log(`experiment: pretraining the ${p.name} base model (${p.steps} steps) into ${baseDir}`);
+    await Deno.remove(baseDir, { recursive: true }).catch(() => {});
+    const m = await pretrain({
+      preset: p,
+      steps: p.steps,
+      out: baseDir,
+      seed,
+      resume: false,
+      quiet: o.quiet,
+      gpu,
+    });
+    base = {
+      dir: baseDir,
+      reused: false,
+      valLoss: m.valLoss,
+      steps: m.steps.length,
+      seconds: (performance.now() - tb) / 1000,
+    };
+  }
+
+  // 2. Tasks, 3. methods.
+  const tasks = await makeTasks(x.tasks, seed, x.maxDefinitionChars);
+  const [definitions, arithmetic] = tasks;
+  const specs = methodSpecs(p.model.nLayer);
+  const spec = (key: string) => specs.find((s) => s.key === key)!;
+  const common = { base: baseDir, batchSize: x.batchSize, blockSize: x.blockSize, period: x.period, seed };
+  let done = 0;
+  const total = 3 * 3 + specs.length * 2 + 2;
+  const run = async (r: RunSpec, what: string): Promise<RunResult> => {
+    const res = await runOne(gpu, r);
+    done++;
+    log(
+      `experiment: [${done}] ${what}: validation loss ${res.evalLoss.toFixed(4)}${
+        res.accuracy === null ? "" : `, accuracy ${(res.accuracy * 100).toFixed(1)}%`
+      }, ${Math.round(res.msPerStep)} ms/step, peak ${(res.memory.peakBytes / 2 ** 20).toFixed(1)} MiB ` +
+        `(${formatDuration((performance.now() - t0) / 1000)} so far)`,
+    );
+    return res;
+  };
+  log(`experiment: about ${total} fine-tuning runs`);
+
+  // Learning rate per family: short runs on the definitions task, best validation loss.
+  const sweep: SweepPoint[] = [];
+  const families = [["full", "full"], ["lora", "lora"], ["lisa", "lisa"]] as const;
+  for (const [family, key] of families) {
+    for (const lr of x.lrs[family]) {
+      const r = await run(
+        { ...common, task: definitions, spec: spec(key), lr, steps: x.sweepSteps },
+        `sweep ${family} lr ${lr}`,
+      );
+      sweep.push({ family, lr, evalLoss: r.evalLoss });
+    }
+  }
+  const lrs = pickLearningRates(sweep);
+  const lrOf = (s: MethodSpec) => lrs[s.method];
+
+  // 4. The main runs: every method on both tasks.
+  const runs: ExperimentRecord["runs"] = {};
+  const mainSpecs: RunSpec[] = [];
+  for (const s of specs) {
+    const pair: Partial<Record<"definitions" | "arithmetic", RunResult>> = {};
+    for (const task of [definitions, arithmetic] as Task[]) {
+      const r: RunSpec = {
+        ...common,
+        task,
+        spec: s,
+        lr: lrOf(s),
+        steps: x.steps,
+        norms: task === definitions && (s.key === "full" || s.key === "lora"),
+        accuracy: task.exactMatch,
+      };
+      mainSpecs.push(r);
+      pair[task.name as "definitions" | "arithmetic"] = await run(r, `${s.label} on ${task.name}`);
+    }
+    runs[s.key] = pair as { definitions: RunResult; arithmetic: RunResult };
+  }
+  const policies: Record<string, RunResult> = {};
+  for (const state of ["keep", "offload"] as const) {
+    policies[`lisa_${state}`] = await run(
+      { ...common, task: definitions, spec: spec("lisa"), lr: lrs.lisa, steps: x.steps, state },
+      `LISA E+H+2L (${state}) on definitions`,
+    );
+  }
+
+  // --verify: every main run again, the losses must be bitwise identical.
+  let verified: boolean | null = null;
+  if (o.verify) {
+    verified = true;
+    for (const r of mainSpecs) {
+      const again = await run(r, `verify ${r.spec.label} on ${r.task.name}`);
+      const first = runs[r.spec.key][r.task.name as "definitions" | "arithmetic"];
+      if (again.trainLoss.some((l, i) => l !== first.trainLoss[i]) || again.evalLoss !== first.evalLoss) {
+        verified = false;
+      }
+    }
+    if (!verified) log("experiment: --verify found different losses in a rerun");
+  }
+
+  // 6. Ablations: LISA γ × K against LoRA r = 8, several seeds.
+  let ablations: ExperimentRecord["ablations"];
+  if (o.ablations) {
+    ablations = [];
+    const configs: [string, MethodSpec, number][] = [["LoRA r=8", spec("lora"), x.period]];
+    for (const g of x.ablation.gammas.filter((g) => g <= p.model.nLayer)) {
+      for (const k of x.ablation.periods) {
+        configs.push([`LISA γ=${g} K=${k}`, { ...spec("lisa"), gamma: g }, k]);
+      }
+    }
+    for (const [name, s, period] of configs) {
+      const losses: number[] = [], accs: number[] = [];
+      for (const sd of x.ablation.seeds) {
+        const d = await run({
+          ...common,
+          seed: sd,
+          period,
+          task: definitions,
+          spec: s,
+          lr: lrOf(s),
+          steps: x.steps,
+        }, `ablation ${name} seed ${sd}`);
+        const a = await run(
+          {
+            ...common,
+            seed: sd,
+            period,
+            task: arithmetic,
+            spec: s,
+            lr: lrOf(s),
+            steps: x.steps,
+            accuracy: true,
+          },
+          `ablation ${name} seed ${sd} (arithmetic)`,
+        );
+        losses.push(d.evalLoss);
+        accs.push(a.accuracy ?? 0);
+      }
+      ablations.push({ label: name, evalLoss: meanStd(losses), accuracy: meanStd(accs), n: losses.length });
+    }
+  }
+
+  const skew = {
+    full: runs.full?.definitions.norms ? skewEntries(runs.full.definitions.norms) : undefined,
+    lora: runs.lora?.definitions.norms ? skewEntries(runs.lora.definitions.norms) : undefined,
+  };
+  const config = { preset: p.name, model: p.model, seed, ...x };
+  const commit = (await git(["rev-parse", "HEAD"])) ?? "unknown";
+  const dirty = ((await git(["status", "--porcelain", "--untracked-files=no"])) ?? "") !== "";
+  const record: ExperimentRecord = {
+    command: o.command ?? `deno task experiment --preset ${p.name}`,
+    configHash: await hashOf(config),
+    config,
+    env: {
+      adapter: gpu.info.description,
+      backend: gpu.info.backend,
+      deno: Deno.version.deno,
+      os: `${Deno.build.os} ${Deno.build.arch}`,
+      commit,
+      dirty,
+    },
+    base,
+    specs,
+    runs,
+    policies,
+    sweep,
+    lrs,
+    skew,
+    claims: checkClaims(runs, skew),
+    ablations,
+    verified,
+    seconds: (performance.now() - t0) / 1000,
+  };
+  await writeReport(dir, record);
+  log(`experiment: report in ${dir}/report.md (${formatDuration(record.seconds)})`);
+  if (verified === false) throw new Error(`--verify: reruns gave different losses; see ${dir}/report.md`);
+  return { dir, record };
+}
+
+if (import.meta.main) {
+  const { values } = parseArgs({
+    args: Deno.args,
+    options: {
+      preset: { type: "string", default: "small" },
+      out: { type: "string" },
+      fresh: { type: "boolean", default: false },
+      verify: { type: "boolean", default: false },
+      ablations: { type: "boolean", default: false },
+      seed: { type: "string", default: "0" },
+      quiet: { type: "boolean", default: false },
+    },
+  });
+  try {
+    const seed = Number(values.seed);
+    if (!Number.isInteger(seed) || seed < 0) {
+      throw new Error(`--seed ${values.seed}: expected a non-negative integer`);
+    }
+    const { dir } = await experiment({
+      preset: values.preset!,
+      out: values.out,
+      fresh: values.fresh,
+      verify: values.verify,
+      ablations: values.ablations,
+      seed,
+      quiet: values.quiet,
+      command: ["deno task experiment", ...Deno.args].join(" "),
+    });
+    console.log(JSON.stringify({ report: `${dir}/report.md`, results: `${dir}/results.json` }));
+  } catch (e) {
+    console.error(`experiment: ${(e as Error).message}`);
+    Deno.exit(1);
+  }
+}

@@ -1,0 +1,281 @@
+/** The experiment's outputs: results.json (documented format), report.md, and the SVG plots. */
+import { writeFileAtomic } from "../core/io/safetensors.ts";
+import { CATEGORIES, type CategoryBytes } from "../core/memory.ts";
+import type { Claim, SkewEntry, SweepPoint } from "./analyses.ts";
+import type { MethodSpec, RunResult } from "./runner.ts";
+import { groupedBars, lineChart, stackedBars } from "./svg.ts";
+
+/** Everything a report is made from. */
+export interface ExperimentRecord {
+  command: string;
+  configHash: string;
+  config: Record<string, unknown>;
+  env: { adapter: string; backend: string; deno: string; os: string; commit: string; dirty: boolean };
+  base: { dir: string; reused: boolean; valLoss: number; steps: number; seconds: number };
+  specs: MethodSpec[];
+  /** Main runs by method key, per task. */
+  runs: Record<string, { definitions: RunResult; arithmetic: RunResult }>;
+  /** LISA E+H+2L with the other state policies (definitions task). */
+  policies: Record<string, RunResult>;
+  sweep: SweepPoint[];
+  lrs: Record<string, number>;
+  skew: { full?: SkewEntry[]; lora?: SkewEntry[] };
+  claims: Claim[];
+  ablations?: {
+    label: string;
+    evalLoss: { mean: number; std: number };
+    accuracy: { mean: number; std: number };
+    n: number;
+  }[];
+  verified: boolean | null;
+  seconds: number;
+}
+
+const MiB = 2 ** 20;
+const mib = (b: number) => (b / MiB).toFixed(2);
+
+/** results.json: `{config, env, methods: {key: M}, weightNormSkew}` plus the details behind them. */
+export function resultsJson(r: ExperimentRecord): Record<string, unknown> {
+  const methods: Record<string, unknown> = {};
+  for (const [key, { definitions: d, arithmetic: a }] of Object.entries(r.runs)) {
+    methods[key] = {
+      // trainLoss and evalLoss: the instruction task; accuracy: the arithmetic task's exact match.
+      trainLoss: d.trainLoss,
+      evalLoss: d.evalLoss,
+      accuracy: a.accuracy,
+      msPerStep: d.msPerStep,
+      tokensPerSec: d.tokensPerSec,
+      memory: { peakBytes: d.memory.peakBytes, peak: d.memory.peak },
+      lr: d.lr,
+      tasks: { definitions: summary(d), arithmetic: summary(a) },
+    };
+  }
+  return {
+    config: { ...r.config, configHash: r.configHash, command: r.command },
+    env: r.env,
+    methods,
+    weightNormSkew: r.skew,
+    base: r.base,
+    lrSweep: r.sweep,
+    learningRates: r.lrs,
+    policies: Object.fromEntries(
+      Object.entries(r.policies).map(([k, v]) => [k, { ...summary(v), timeline: v.timeline }]),
+    ),
+    claims: r.claims,
+    ablations: r.ablations ?? null,
+    verified: r.verified,
+    seconds: r.seconds,
+  };
+}
+
+function summary(x: RunResult): Record<string, unknown> {
+  return {
+    trainLoss: x.trainLoss,
+    evalLoss: x.evalLoss,
+    accuracy: x.accuracy,
+    msPerStep: x.msPerStep,
+    tokensPerSec: x.tokensPerSec,
+    memory: x.memory,
+    lr: x.lr,
+  };
+}
+
+function label(r: ExperimentRecord, key: string): string {
+  return r.specs.find((s) => s.key === key)?.label ?? key;
+}
+
+/** The SVG plots by file name. */
+export function plots(r: ExperimentRecord): Record<string, string> {
+  const keys = Object.keys(r.runs);
+  const out: Record<string, string> = {};
+  out["loss_curves.svg"] = lineChart(
+    "Training loss (definitions task)",
+    "step",
+    "loss (nats/token)",
+    keys.map((k) => ({ name: label(r, k), y: r.runs[k].definitions.trainLoss })),
+  );
+  out["memory_by_category.svg"] = stackedBars(
+    "Peak memory by category (our accounting)",
+    "MiB",
+    keys.map((k) => label(r, k)),
+    CATEGORIES.map((c) => ({ name: c, y: keys.map((k) => r.runs[k].definitions.memory.peak[c] / MiB) })),
+  );
+  const timelines: [string, RunResult][] = [];
+  if (r.runs.lisa) timelines.push(["LISA reset", r.runs.lisa.definitions]);
+  for (const [k, v] of Object.entries(r.policies)) timelines.push([`LISA ${k.replace("lisa_", "")}`, v]);
+  if (r.runs.full) timelines.push(["full", r.runs.full.definitions]);
+  if (r.runs.lora) timelines.push(["LoRA r=8", r.runs.lora.definitions]);
+  const switches = r.runs.lisa
+    ? r.runs.lisa.definitions.timeline.filter((t, i, a) =>
+      i > 0 && t.activeLayers.join() !== a[i - 1].activeLayers.join()
+    ).map((t) => t.step)
+    : [];
+  out["memory_timeline.svg"] = lineChart(
+    "Optimizer memory per step (dashed: LISA redraws its layers)",
+    "step",
+    "optimizer MiB (peak in step)",
+    timelines.map(([name, v]) => ({ name, y: v.timeline.map((t) => t.memory.optimizer / MiB) })),
+    { marks: switches },
+  );
+  out["memory_timeline_total.svg"] = lineChart(
+    "Total live memory per step (peak in step)",
+    "step",
+    "MiB",
+    timelines.map(([name, v]) => ({
+      name,
+      y: v.timeline.map((t) => CATEGORIES.reduce((s, c) => s + t.memory[c], 0) / MiB),
+    })),
+    { marks: switches },
+  );
+  if (r.skew.full && r.skew.lora) {
+    const layers = r.skew.full.map((e) => e.layer);
+    out["weight_norm_skew.svg"] = groupedBars("Mean weight norm per layer (log scale)", "‖θ‖", layers, [
+      { name: "full", y: r.skew.full.map((e) => e.weightNorm) },
+      { name: "LoRA r=8 (A, B)", y: r.skew.lora.map((e) => e.weightNorm) },
+      { name: "LoRA r=8 (s·B·A)", y: r.skew.lora.map((e) => e.effectiveNorm ?? e.weightNorm) },
+    ], true);
+    out["update_norm_skew.svg"] = groupedBars(
+      "Mean update norm ‖θ_t − θ_0‖ per layer (log scale)",
+      "‖θ_t − θ_0‖",
+      layers,
+      [
+        { name: "full", y: r.skew.full.map((e) => e.updateNorm) },
+        { name: "LoRA r=8", y: r.skew.lora.map((e) => e.updateNorm) },
+      ],
+      true,
+    );
+  }
+  return out;
+}
+
+function memoryRow(name: string, m: { peakBytes: number; peak: CategoryBytes }): string {
+  return `| ${name} | ${CATEGORIES.map((c) => mib(m.peak[c])).join(" | ")} | ${mib(m.peakBytes)} |`;
+}
+
+/** report.md. */
+export function markdown(r: ExperimentRecord): string {
+  const keys = Object.keys(r.runs);
+  const f = (x: number | null, d = 3) => (x === null || !Number.isFinite(x) ? "–" : x.toFixed(d));
+  const lines: string[] = [];
+  lines.push(`# LISA vs LoRA vs full fine-tuning — ${r.config.preset} preset`, "");
+  lines.push(
+    `Run with \`${r.command}\` on ${r.env.adapter} (backend ${r.env.backend}), Deno ${r.env.deno}, ${r.env.os}, commit ${r.env.commit}${
+      r.env.dirty ? " (with uncommitted changes)" : ""
+    }; config hash \`${r.configHash}\`; ${Math.round(r.seconds)} s in all.`,
+    "",
+  );
+  lines.push("## What was run", "");
+  const c = r.config as Record<string, unknown>;
+  lines.push(
+    `- Base model: GPT-2, ${
+      JSON.stringify(c.model)
+    }, pretrained on the Brown corpus (${r.base.steps} steps, validation loss ${f(r.base.valLoss)})${
+      r.base.reused ? ", reused from the cache" : `, ${Math.round(r.base.seconds)} s`
+    } (\`${r.base.dir}\`).`,
+    `- Tasks (seed ${c.seed}): *definitions* — WordNet nouns, \`What does "word" mean?\` → the definition, loss on the response only; ` +
+      `*arithmetic* — generated word problems (addition, subtraction, small products), exact-match accuracy of greedy decoding; ` +
+      `${JSON.stringify(c.tasks)} examples each.`,
+    `- Every method: the same ${c.steps} steps of ${c.batchSize}×${c.blockSize} tokens, the same batches, AdamW (weight decay 0), ` +
+      `cosine schedule with 10% warmup, gradient clipping at 1, seed ${c.seed}. LoRA on all linear layers (alpha = 2r); LISA's K = ${c.period}, state policy reset.`,
+    `- Learning rate per method family from a sweep of ${c.sweepSteps}-step runs on the definitions task, by validation loss:`,
+    "",
+  );
+  lines.push("| family | learning rate | validation loss | chosen |", "| --- | --- | --- | --- |");
+  for (const p of r.sweep) {
+    lines.push(`| ${p.family} | ${p.lr} | ${f(p.evalLoss)} | ${r.lrs[p.family] === p.lr ? "✓" : ""} |`);
+  }
+  lines.push("", "## Results", "");
+  lines.push(
+    "| method | lr | definitions: val loss | arithmetic: val loss | arithmetic: accuracy | peak MiB | ms/step | tokens/s |",
+    "| --- | --- | --- | --- | --- | --- | --- | --- |",
+  );
+  for (const k of keys) {
+    const { definitions: d, arithmetic: a } = r.runs[k];
+    lines.push(
+      `| ${label(r, k)} | ${d.lr} | ${f(d.evalLoss)} | ${f(a.evalLoss)} | ${
+        a.accuracy === null ? "–" : (a.accuracy * 100).toFixed(1) + "%"
+      } | ${mib(d.memory.peakBytes)} | ${f(d.msPerStep, 0)} | ${f(d.tokensPerSec, 0)} |`,
+    );
+  }
+  lines.push("", "### Peak memory by category (MiB, definitions task, our exact accounting)", "");
+  lines.push(
+    `| method | ${CATEGORIES.join(" | ")} | total |`,
+    `| --- | ${CATEGORIES.map(() => "---").join(" | ")} | --- |`,
+  );
+  for (const k of keys) lines.push(memoryRow(label(r, k), r.runs[k].definitions.memory));
+  for (const [k, v] of Object.entries(r.policies)) {
+    lines.push(memoryRow(`LISA E+H+2L, ${k.replace("lisa_", "")}`, v.memory));
+  }
+  lines.push(
+    "",
+    "![loss curves](loss_curves.svg)",
+    "![memory by category](memory_by_category.svg)",
+    "![optimizer memory per step](memory_timeline.svg)",
+    "![total memory per step](memory_timeline_total.svg)",
+    "",
+  );
+  if (r.skew.full && r.skew.lora) {
+    lines.push("## Weight-norm skew (paper Fig. 2)", "");
+    lines.push(
+      "Mean over training steps of each layer's weight norm and of its update norm ‖θ_t − θ_0‖ (definitions task). For LoRA the " +
+        "blocks' trainable weights are A and B; its embedding and head do not train, and their (frozen) norms are shown as the " +
+        "paper's figure shows them — the update norms make that visible.",
+      "",
+    );
+    lines.push(
+      "| layer | full ‖θ‖ | LoRA ‖θ‖ (A, B) | LoRA ‖scaling·B·A‖ | full ‖θ_t − θ_0‖ | LoRA ‖θ_t − θ_0‖ |",
+      "| --- | --- | --- | --- | --- | --- |",
+    );
+    r.skew.full.forEach((e, i) => {
+      const l = r.skew.lora![i];
+      const eff = l.layer.startsWith("h.") && l.effectiveNorm !== undefined
+        ? l.effectiveNorm.toPrecision(3)
+        : "(frozen)";
+      lines.push(
+        `| ${e.layer} | ${e.weightNorm.toPrecision(4)} | ${l.weightNorm.toPrecision(4)} | ${eff} | ${
+          e.updateNorm.toPrecision(3)
+        } | ${l.updateNorm.toPrecision(3)} |`,
+      );
+    });
+    lines.push("", "![weight norms](weight_norm_skew.svg)", "![update norms](update_norm_skew.svg)", "");
+  }
+  lines.push("## Claims checked", "");
+  lines.push("| claim | verdict | evidence |", "| --- | --- | --- |");
+  for (const cl of r.claims) lines.push(`| ${cl.claim} | ${cl.verdict} | ${cl.evidence} |`);
+  if (r.ablations) {
+    lines.push("", "## Ablations (γ, K; mean ± std over seeds)", "");
+    lines.push(
+      "| configuration | definitions val loss | arithmetic accuracy | runs |",
+      "| --- | --- | --- | --- |",
+    );
+    for (const a of r.ablations) {
+      lines.push(
+        `| ${a.label} | ${a.evalLoss.mean.toFixed(3)} ± ${a.evalLoss.std.toFixed(3)} | ${
+          (a.accuracy.mean * 100).toFixed(1)
+        } ± ${(a.accuracy.std * 100).toFixed(1)}% | ${a.n} |`,
+      );
+    }
+  }
+  lines.push("", "## Reproducibility", "");
+  lines.push(
+    `- Command: \`${r.command}\`; config hash \`${r.configHash}\` (SHA-256 of the config in results.json); seeds: base ${c.seed}, tasks ${c.seed}, runs ${c.seed}.`,
+    `- Commit ${r.env.commit}${r.env.dirty ? " with uncommitted changes" : ""}.`,
+    `- ${
+      r.verified === null
+        ? "Not verified in this run (`--verify` reruns every fine-tuning run and asserts identical losses)."
+        : r.verified
+        ? "`--verify`: every fine-tuning run was repeated and gave bitwise identical losses."
+        : "`--verify` FAILED: a rerun gave different losses."
+    }`,
+    "",
+  );
+  return lines.join("\n");
+}
+
+/** Writes results.json, report.md and the plots into `dir`. */
+export async function writeReport(dir: string, r: ExperimentRecord): Promise<void> {
+  await Deno.mkdir(dir, { recursive: true });
+  await writeFileAtomic(`${dir}/results.json`, JSON.stringify(resultsJson(r), null, 1) + "\n");
+  for (const [name, svg] of Object.entries(plots(r))) await writeFileAtomic(`${dir}/${name}`, svg);
+  await writeFileAtomic(`${dir}/report.md`, markdown(r));
+}

@@ -1,0 +1,289 @@
+/**
+ * One fine-tuning run of one method with one seed on one task: a fresh copy of the base model, the
+ * method, AdamW and the schedule every method shares, then validation loss, exact-match accuracy
+ * (greedy decoding) where the task has answers, and optionally per-layer weight norms each step.
+ */
+import { evalExampleBatches, ExampleBatcher } from "../core/data/batches.ts";
+import type { Example } from "../core/data/formats.ts";
+import { tokenizerFor } from "../core/data/tokenizer.ts";
+import { evaluate } from "../core/evaluate.ts";
+import { LisaMethod, type StatePolicy } from "../core/finetune/lisa.ts";
+import { LoraMethod } from "../core/finetune/lora.ts";
+import { type FinetuneMethod, FullMethod } from "../core/finetune/method.ts";
+import { train } from "../core/finetune/trainer.ts";
+import { greedyComplete } from "../core/generate.ts";
+import type { Gpu } from "../core/gpu.ts";
+import { loadGPT2 } from "../core/io/hf.ts";
+import type { CategoryBytes } from "../core/memory.ts";
+import type { GPT } from "../core/nn/gpt.ts";
+import { AdamW } from "../core/optim/adamw.ts";
+import { makeSchedule } from "../core/optim/schedule.ts";
+import type { Tensor } from "../core/tensor.ts";
+import { type Task, toExamples } from "./tasks.ts";
+
+/** A method configuration of the experiment (`lora` is r = 8, `lisa` is E+H+2L, ...). */
+export interface MethodSpec {
+  /** Key in results.json, e.g. `lora_r32`. */
+  key: string;
+  /** Label in the report, e.g. `LoRA r=32`. */
+  label: string;
+  method: "full" | "lora" | "lisa";
+  /** LISA: blocks active at a time. */
+  gamma?: number;
+  /** LoRA: rank (alpha = 2·rank, all linear layers). */
+  rank?: number;
+}
+
+/** What one run needs. */
+export interface RunSpec {
+  /** Base model directory. */
+  base: string;
+  task: Task;
+  spec: MethodSpec;
+  lr: number;
+  steps: number;
+  batchSize: number;
+  blockSize: number;
+  /** LISA: steps between redraws (K). */
+  period: number;
+  /** LISA: optimizer state policy. */
+  state?: StatePolicy;
+  seed: number;
+  /** Measure per-layer weight and update norms after every step. */
+  norms?: boolean;
+  /** Score exact-match accuracy by greedy decoding (tasks with answers). */
+  accuracy?: boolean;
+}
+
+/** Per-layer norms (mean over steps): embedding (wte, wpe), each block, head (ln_f; the head is tied to wte). */
+export interface LayerNorms {
+  layers: string[];
+  /** Mean over steps of ‖the layer's trainable weights‖ (LoRA: A and B in blocks; its frozen embedding and head as they are). */
+  weight: number[];
+  /** Mean over steps of ‖θ_t − θ_0‖ over the same tensors. */
+  update: number[];
+  /** LoRA only: mean over steps of ‖scaling·B·A‖ per block, the change the adapters make to W (0 elsewhere). */
+  delta?: number[];
+}
+
+/** What one run measured. */
+export interface RunResult {
+  key: string;
+  task: string;
+  lr: number;
+  seed: number;
+  trainLoss: number[];
+  evalLoss: number;
+  accuracy: number | null;
+  /** Held-out examples behind evalLoss and accuracy. */
+  heldOut: number;
+  msPerStep: number;
+  tokensPerSec: number;
+  memory: { peakBytes: number; peak: CategoryBytes };
+  /** Per-step peak bytes by category and the blocks active at that step (the memory timeline). */
+  timeline: { step: number; memory: CategoryBytes; activeLayers: number[] }[];
+  norms?: LayerNorms;
+}
+
+/** The method of `spec` on `model`. */
+export function methodFor(
+  model: GPT,
+  spec: MethodSpec,
+  period: number,
+  seed: number,
+  state?: StatePolicy,
+): FinetuneMethod {
+  if (spec.method === "full") return new FullMethod(model);
+  if (spec.method === "lora") {
+    const rank = spec.rank ?? 8;
+    return new LoraMethod(model, { rank, alpha: 2 * rank, targets: "all-linear", seed: seed + 7 });
+  }
+  return new LisaMethod(model, { gamma: spec.gamma ?? 2, period, state, seed: seed + 7 });
+}
+
+/** Layer groups of the model: name and tensors, in order. */
+function layerGroups(model: GPT): [string, [string, Tensor][]][] {
+  const all = model.namedParameters();
+  const groups: [string, [string, Tensor][]][] = [[
+    "embedding",
+    all.filter(([n]) => n.startsWith("wte.") || n.startsWith("wpe.")),
+  ]];
+  model.h.forEach((_, i) => groups.push([`h.${i}`, all.filter(([n]) => n.startsWith(`h.${i}.`))]));
+  groups.push(["head", all.filter(([n]) => n.startsWith("ln_f."))]);
+  return groups;
+}
+
+/** Records per-layer weight and update norms of the tensors each layer trains. */
+class NormTracker {
+  readonly #groups: [string, [string, Tensor][]][];
+  readonly #initial = new Map<string, Float32Array>();
+  readonly #weight: number[];
+  readonly #update: number[];
+  readonly #delta: number[] | null;
+  readonly #adapters: {
+    group: number;
+    a: string;
+    b: string;
+    scaling: number;
+    r: number;
+    inF: number;
+    outF: number;
+  }[] = [];
+  #samples = 0;
+
+  constructor(model: GPT, method: FinetuneMethod) {
+    const lora = method instanceof LoraMethod;
+    const groups = layerGroups(model);
+    // LoRA trains only A and B inside blocks; its embedding and head are frozen and reported as they are.
+    this.#groups = groups.map(([name, ts]) => [
+      name,
+      lora && name.startsWith("h.")
+        ? ts.filter(([n]) => n.includes(".lora_"))
+        : ts.filter(([n]) => !n.includes(".lora_")),
+    ]);
+    this.#weight = new Array(groups.length).fill(0);
+    this.#update = new Array(groups.length).fill(0);
+    this.#delta = lora ? new Array(groups.length).fill(0) : null;
+    if (method instanceof LoraMethod) {
+      for (const [path, m] of method.adapters()) {
+        const group = groups.findIndex(([name]) => path.startsWith(`${name}.`));
+        const r = m.A.shape[0];
+        this.#adapters.push({
+          group,
+          a: `${path}.lora_A.weight`,
+          b: `${path}.lora_B.weight`,
+          scaling: m.scaling,
+          r,
+          inF: m.inFeatures,
+          outF: m.outFeatures,
+        });
+      }
+    }
+  }
+
+  async #values(): Promise<Map<string, Float32Array>> {
+    const entries = this.#groups.flatMap(([, ts]) => ts);
+    const reads = entries.map(([, t]) => t.read());
+    await entries[0][1].gpu.submit();
+    const out = new Map<string, Float32Array>();
+    for (let i = 0; i < entries.length; i++) out.set(entries[i][0], (await reads[i]) as Float32Array);
+    return out;
+  }
+
+  async start(): Promise<void> {
+    for (const [n, v] of await this.#values()) this.#initial.set(n, v);
+  }
+
+  async sample(): Promise<void> {
+    const now = await this.#values();
+    this.#groups.forEach(([, ts], g) => {
+      let w = 0, u = 0;
+      for (const [n] of ts) {
+        const a = now.get(n)!, a0 = this.#initial.get(n)!;
+        for (let i = 0; i < a.length; i++) {
+          w += a[i] * a[i];
+          u += (a[i] - a0[i]) ** 2;
+        }
+      }
+      this.#weight[g] += Math.sqrt(w);
+      this.#update[g] += Math.sqrt(u);
+    });
+    if (this.#delta) {
+      const sq = new Array(this.#delta.length).fill(0);
+      for (const ad of this.#adapters) {
+        const a = now.get(ad.a)!, b = now.get(ad.b)!;
+        for (let o = 0; o < ad.outF; o++) {
+          for (let i = 0; i < ad.inF; i++) {
+            let s = 0;
+            for (let k = 0; k < ad.r; k++) s += b[o * ad.r + k] * a[k * ad.inF + i];
+            sq[ad.group] += (ad.scaling * s) ** 2;
+          }
+        }
+      }
+      sq.forEach((v, g) => (this.#delta![g] += Math.sqrt(v)));
+    }
+    this.#samples++;
+  }
+
+  result(): LayerNorms {
+    const n = Math.max(1, this.#samples);
+    return {
+      layers: this.#groups.map(([name]) => name),
+      weight: this.#weight.map((x) => x / n),
+      update: this.#update.map((x) => x / n),
+      delta: this.#delta?.map((x) => x / n),
+    };
+  }
+}
+
+/** Exact-match accuracy of greedy completions against the pairs' responses (compared trimmed). */
+async function exactMatch(model: GPT, task: Task, batchSize: number, blockSize: number): Promise<number> {
+  const tok = tokenizerFor(model.config.vocabSize);
+  const newline = tok.encode("\n");
+  const prompts = task.val.map((p) => tok.encode(p.prompt));
+  const maxNew = Math.max(...task.val.map((p) => tok.encode(p.response).length)) + 1;
+  const outs = await greedyComplete(model, prompts, {
+    maxNew,
+    stop: newline.length === 1 ? newline[0] : undefined,
+    batchSize,
+    blockSize,
+  });
+  let hits = 0;
+  outs.forEach((ids, i) => {
+    const text = tok.decode(ids).split("\n")[0].trim();
+    if (text === task.val[i].response.trim()) hits++;
+  });
+  return hits / task.val.length;
+}
+
+/** Runs `r` and returns its measurements. */
+export async function runOne(gpu: Gpu, r: RunSpec): Promise<RunResult> {
+  const { model } = await loadGPT2(gpu, r.base);
+  try {
+    const tok = tokenizerFor(model.config.vocabSize);
+    const trainEx: Example[] = toExamples(r.task.train, tok);
+    const valEx: Example[] = toExamples(r.task.val, tok);
+    const method = methodFor(model, r.spec, r.period, r.seed, r.state);
+    const optimizer = new AdamW(gpu, { weightDecay: 0 });
+    const batcher = new ExampleBatcher(trainEx, r.batchSize, r.blockSize, r.seed + 1);
+    const norms = r.norms ? new NormTracker(model, method) : null;
+    await norms?.start();
+    const result = await train({
+      model,
+      method,
+      optimizer,
+      nextBatch: () => batcher.next(),
+      schedule: makeSchedule({
+        kind: "cosine",
+        lr: r.lr,
+        warmup: Math.max(1, Math.floor(r.steps / 10)),
+        total: r.steps,
+      }),
+      steps: r.steps,
+      maxGradNorm: 1,
+      afterStep: norms ? () => norms.sample() : undefined,
+    });
+    const evalLoss = (await evaluate(model, evalExampleBatches(valEx, r.blockSize, r.batchSize))).loss;
+    const accuracy = r.accuracy ? await exactMatch(model, r.task, r.batchSize, r.blockSize) : null;
+    const timed = result.steps.slice(1).filter((s) => s.ms > 0); // the first step compiles kernels
+    const msPerStep = timed.reduce((s, x) => s + x.ms, 0) / Math.max(1, timed.length);
+    optimizer.dispose();
+    return {
+      key: r.spec.key,
+      task: r.task.name,
+      lr: r.lr,
+      seed: r.seed,
+      trainLoss: result.steps.map((s) => s.loss),
+      evalLoss,
+      accuracy,
+      heldOut: r.task.val.length,
+      msPerStep,
+      tokensPerSec: msPerStep > 0 ? (r.batchSize * r.blockSize) / (msPerStep / 1000) : 0,
+      memory: { peakBytes: result.peakTotal, peak: result.peak },
+      timeline: result.steps.map((s) => ({ step: s.step, memory: s.memory, activeLayers: s.activeLayers })),
+      norms: norms?.result(),
+    };
+  } finally {
+    model.dispose();
+  }
+}

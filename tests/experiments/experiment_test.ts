@@ -1,0 +1,81 @@
+/** `deno task experiment --preset tiny` as a smoke test: the report's structure, and numbers that are real. */
+import { deepEqual, equal, ok } from "node:assert/strict";
+import { experiment } from "../../experiments/main.ts";
+import { CATEGORIES } from "../../core/memory.ts";
+import { testGpu } from "../helpers.ts";
+
+Deno.test({
+  name:
+    "the tiny experiment writes a complete report whose numbers are measured (LISA E+H+1L holds less optimizer state than full)",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  fn: async () => {
+    await Deno.mkdir("./.cache", { recursive: true });
+    const out = await Deno.makeTempDir({ dir: "./.cache", prefix: "experiment-test-" });
+    const t0 = performance.now();
+    await experiment({
+      preset: "tiny",
+      out,
+      fresh: true,
+      quiet: true,
+      gpu: await testGpu(),
+      command: "test",
+    });
+    ok((performance.now() - t0) / 1000 < 120, "under 2 minutes");
+    const r = JSON.parse(await Deno.readTextFile(`${out}/results.json`));
+    for (const k of ["adapter", "backend", "deno", "os", "commit", "dirty"]) ok(k in r.env, `env.${k}`);
+    ok(r.config.configHash.length === 64);
+    deepEqual(Object.keys(r.methods).sort(), ["full", "lisa", "lisa_1l", "lora", "lora_r32"]);
+    type M = {
+      trainLoss: number[];
+      evalLoss: number;
+      accuracy: number;
+      msPerStep: number;
+      tokensPerSec: number;
+    };
+    for (
+      const [key, m] of Object.entries(r.methods) as [
+        string,
+        M & { memory: { peakBytes: number; peak: Record<string, number> } },
+      ][]
+    ) {
+      equal(m.trainLoss.length, r.config.steps, `${key} trainLoss`);
+      ok(m.trainLoss.every(Number.isFinite) && Number.isFinite(m.evalLoss), `${key} losses`);
+      ok(m.accuracy >= 0 && m.accuracy <= 1, `${key} accuracy`);
+      ok(m.msPerStep > 0 && m.tokensPerSec > 0, `${key} speed`);
+      deepEqual(Object.keys(m.memory.peak).sort(), [...CATEGORIES].sort());
+      equal(m.memory.peakBytes >= Math.max(...CATEGORIES.map((c) => m.memory.peak[c])), true);
+    }
+    const opt = (k: string) => r.methods[k].memory.peak.optimizer;
+    ok(opt("lisa_1l") < opt("full"), `LISA E+H+1L optimizer ${opt("lisa_1l")} < full ${opt("full")}`);
+    ok(opt("lora") < opt("lisa_1l"), "LoRA r=8 holds the least optimizer state");
+    ok(r.methods.lisa_1l.memory.peak.grads < r.methods.full.memory.peak.grads);
+    equal(r.weightNormSkew.full.length, 2 + 2, "embedding, 2 blocks, head");
+    equal(r.weightNormSkew.lora[0].updateNorm, 0, "LoRA's embedding does not train");
+    ok(r.lrSweep.length >= 6 && r.claims.length >= 5);
+    const report = await Deno.readTextFile(`${out}/report.md`);
+    for (
+      const h of [
+        "## What was run",
+        "## Results",
+        "## Weight-norm skew",
+        "## Claims checked",
+        "## Reproducibility",
+      ]
+    ) {
+      ok(report.includes(h), h);
+    }
+    for (
+      const svg of [
+        "loss_curves",
+        "memory_by_category",
+        "memory_timeline",
+        "weight_norm_skew",
+        "update_norm_skew",
+      ]
+    ) {
+      ok((await Deno.readTextFile(`${out}/${svg}.svg`)).startsWith("<svg"), svg);
+    }
+    await Deno.remove(out, { recursive: true });
+  },
+});
