@@ -53,6 +53,27 @@ function key(s: AttentionShape, src: AttentionSource): string {
   return `b${s.b}_t${s.t}_h${s.h}_hd${s.hd}_${src}`;
 }
 
+/**
+ * The entry point's head: one invocation per (batch, head, position `pos`), with `b`, `h`, `bh`
+ * (b·H + h), `pos` and `row<pos>` (its row in [B·T, ·] inputs).
+ */
+function entry(n: number, pos: "i" | "j"): string {
+  return `@compute @workgroup_size(${ATTENTION_WG})
+fn main(${WGSL_GRID_PARAMS}) {
+  let idx = ${WGSL_GROUP_INDEX} * ${ATTENTION_WG}u + lid;
+  if (idx >= ${n}u) { return; }
+  let ${pos} = idx % T;
+  let bh = idx / T;
+  let b = bh / H;
+  let h = bh % H;
+  let row${pos} = b * T + ${pos};`;
+}
+
+/** `f(0) + … + f(n−1)`: an unrolled sum over the head dimension's vec4s. */
+function sumOver(n: number, f: (d: number) => string): string {
+  return Array.from({ length: n }, (_, d) => f(d)).join(" + ");
+}
+
 /** Lines `f(0) … f(n−1)` joined, indented: unrolled so private values stay in registers. */
 function unroll(n: number, f: (d: number) => string, indent = "  "): string {
   return Array.from({ length: n }, (_, d) => indent + f(d)).join("\n");
@@ -66,9 +87,7 @@ export function attentionForwardKernel(s: AttentionShape, src: AttentionSource):
   // indexed private arrays into per-lane memory accesses).
   const score = (jj: number) =>
     `let row${jj} = b * T + min(j0 + ${jj}u, i);
-    var s${jj} = ${
-      Array.from({ length: hd4 }, (_, d) => `dot(q${d}, qkv(row${jj}, C4 + h * HD4 + ${d}u))`).join(" + ")
-    };
+    var s${jj} = ${sumOver(hd4, (d) => `dot(q${d}, qkv(row${jj}, C4 + h * HD4 + ${d}u))`)};
     if (j0 + ${jj}u > i) { s${jj} = -3.0e38; }
     mb = max(mb, s${jj});`;
   const accumulate = (jj: number) =>
@@ -84,15 +103,7 @@ ${unroll(hd4, (d) => `acc${d} += p * qkv(row${jj}, 2u * C4 + h * HD4 + ${d}u);`,
     code: `${common(s, src, ["qkv"])}
 @group(0) @binding(1) var<storage, read_write> out: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read_write> lse: array<f32>;
-@compute @workgroup_size(${ATTENTION_WG})
-fn main(${WGSL_GRID_PARAMS}) {
-  let idx = ${WGSL_GROUP_INDEX} * ${ATTENTION_WG}u + lid;
-  if (idx >= ${n}u) { return; }
-  let i = idx % T;
-  let bh = idx / T;
-  let b = bh / H;
-  let h = bh % H;
-  let rowi = b * T + i;
+${entry(n, "i")}
 ${unroll(hd4, (d) => `let q${d} = qkv(rowi, h * HD4 + ${d}u) * SCALE;`)}
 ${unroll(hd4, (d) => `var acc${d} = vec4<f32>();`)}
   var m = -3.0e38;
@@ -119,7 +130,7 @@ ${unroll(hd4, (d) => `out[rowi * C4 + h * HD4 + ${d}u] = acc${d} / l;`)}
 export function attentionBackwardQueryKernel(s: AttentionShape, src: AttentionSource): Kernel {
   const n = s.b * s.h * s.t;
   const hd4 = s.hd / 4;
-  const sum = (f: (d: number) => string) => Array.from({ length: hd4 }, (_, d) => f(d)).join(" + ");
+  const sum = (f: (d: number) => string) => sumOver(hd4, f);
   return {
     name: "attention_backward_q",
     key: key(s, src),
@@ -128,15 +139,7 @@ export function attentionBackwardQueryKernel(s: AttentionShape, src: AttentionSo
 @group(0) @binding(3) var<storage, read> lse: array<f32>;
 @group(0) @binding(4) var<storage, read_write> dd: array<f32>;
 @group(0) @binding(5) var<storage, read_write> dqkv: array<vec4<f32>>;
-@compute @workgroup_size(${ATTENTION_WG})
-fn main(${WGSL_GRID_PARAMS}) {
-  let idx = ${WGSL_GROUP_INDEX} * ${ATTENTION_WG}u + lid;
-  if (idx >= ${n}u) { return; }
-  let i = idx % T;
-  let bh = idx / T;
-  let b = bh / H;
-  let h = bh % H;
-  let rowi = b * T + i;
+${entry(n, "i")}
 ${unroll(hd4, (d) => `let q${d} = qkv(rowi, h * HD4 + ${d}u) * SCALE;`)}
 ${unroll(hd4, (d) => `let g${d} = dout(rowi, h * HD4 + ${d}u);`)}
 ${unroll(hd4, (d) => `var dq${d} = vec4<f32>();`)}
@@ -163,7 +166,7 @@ ${unroll(hd4, (d) => `dqkv[rowi * 3u * C4 + h * HD4 + ${d}u] = dq${d} * SCALE;`)
 export function attentionBackwardKeyValueKernel(s: AttentionShape, src: AttentionSource): Kernel {
   const n = s.b * s.h * s.t;
   const hd4 = s.hd / 4;
-  const sum = (f: (d: number) => string) => Array.from({ length: hd4 }, (_, d) => f(d)).join(" + ");
+  const sum = (f: (d: number) => string) => sumOver(hd4, f);
   return {
     name: "attention_backward_kv",
     key: key(s, src),
@@ -172,15 +175,7 @@ export function attentionBackwardKeyValueKernel(s: AttentionShape, src: Attentio
 @group(0) @binding(2) var<storage, read> lse: array<f32>;
 @group(0) @binding(3) var<storage, read> dd: array<f32>;
 @group(0) @binding(4) var<storage, read_write> dqkv: array<vec4<f32>>;
-@compute @workgroup_size(${ATTENTION_WG})
-fn main(${WGSL_GRID_PARAMS}) {
-  let idx = ${WGSL_GROUP_INDEX} * ${ATTENTION_WG}u + lid;
-  if (idx >= ${n}u) { return; }
-  let j = idx % T;
-  let bh = idx / T;
-  let b = bh / H;
-  let h = bh % H;
-  let rowj = b * T + j;
+${entry(n, "j")}
 ${unroll(hd4, (d) => `let k${d} = qkv(rowj, C4 + h * HD4 + ${d}u) * SCALE;`)}
 ${unroll(hd4, (d) => `let v${d} = qkv(rowj, 2u * C4 + h * HD4 + ${d}u);`)}
 ${unroll(hd4, (d) => `var dk${d} = vec4<f32>();`)}

@@ -146,3 +146,10 @@ export async function checkOp(
   }
   for (const t of [...ts, out, wt]) t.dispose();
 }
+
+/** Whether Debian's PyTorch is installed (`/usr/bin/python3` with torch): the PyTorch checks need it. */
+export const hasTorch: boolean = await new Deno.Command("/usr/bin/python3", {
+  args: ["-c", "import torch"],
+  stdout: "null",
+  stderr: "null",
+}).output().then((o) => o.success, () => false);

@@ -12,7 +12,7 @@ import { Linear } from "../nn/layers.ts";
 import { type LoraConfig, LoRALinear } from "../nn/lora.ts";
 import { Rng } from "../random.ts";
 import type { Tensor } from "../tensor.ts";
-import type { FinetuneMethod } from "./method.ts";
+import { StaticMethod } from "./method.ts";
 
 /** Module names `all-linear` stands for (every Conv1D of a block; the tied head is not one). */
 export const ALL_LINEAR = ["c_attn", "c_proj", "c_fc"];
@@ -37,16 +37,17 @@ function slots(model: GPT, i: number) {
 }
 
 /** Low-rank adapters on the targeted layers; only they train. */
-export class LoraMethod implements FinetuneMethod {
+export class LoraMethod extends StaticMethod {
+  /** `lora`. */
   readonly name = "lora";
   /** Rank, alpha, dropout, rsLoRA and the target module names. */
   readonly config: Required<LoraConfig> & { targets: string[] };
-  readonly #model: GPT;
   readonly #adapters: [string, LoRALinear][] = [];
   readonly #params: [string, Tensor][];
 
   /** Freezes `model` and adds adapters to its targeted layers (A drawn from `seed`). */
   constructor(model: GPT, o: LoraOptions) {
+    super(model);
     const targets = o.targets === "all-linear" ? ALL_LINEAR : (o.targets ?? ["c_attn"]);
     const known = ["c_attn", "c_proj", "c_fc", "attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj"];
     const unknown = targets.filter((t) => !known.includes(t));
@@ -64,7 +65,6 @@ export class LoraMethod implements FinetuneMethod {
       rslora: o.rslora ?? false,
       targets,
     };
-    this.#model = model;
     for (const [, p] of model.namedParameters()) p.requiresGrad = false;
     const rng = new Rng(o.seed);
     model.h.forEach((_, i) => {
@@ -87,28 +87,10 @@ export class LoraMethod implements FinetuneMethod {
     return [...this.#adapters];
   }
 
-  /** Nothing changes between steps. */
-  beginStep(): Promise<void> {
-    return Promise.resolve();
-  }
-
   /** The adapters' A and B. */
   trainable(): [string, Tensor][] {
     return this.#params;
   }
-
-  /** Every block (each carries adapters). */
-  activeLayers(): number[] {
-    return this.#model.h.map((_, i) => i);
-  }
-
-  /** Stateless (dropout masks come from the seeded generator, which checkpoints do not save). */
-  state(): unknown {
-    return null;
-  }
-
-  /** Stateless. */
-  restore(): void {}
 
   /** Folds every adapter into its base weight. */
   merge(): void {
@@ -142,7 +124,7 @@ export class LoraMethod implements FinetuneMethod {
   /** Writes `adapter_config.json` and `adapter_model.safetensors` (PEFT's layout) to `dir`. */
   async exportPeft(dir: string, baseModel = ""): Promise<void> {
     await Deno.mkdir(dir, { recursive: true });
-    const params = await downloadParameters(this.#model, this.#params);
+    const params = await downloadParameters(this.model, this.#params);
     const tensors: Record<string, F32Tensor> = {};
     for (const [name, t] of params) tensors[`base_model.model.transformer.${name}`] = t;
     await writeFileAtomic(`${dir}/adapter_model.safetensors`, encodeSafetensors(tensors, { format: "pt" }));

@@ -27,17 +27,19 @@ export interface FinetuneMethod {
   restore(state: unknown): void;
 }
 
-/** Full fine-tuning: every parameter trains at every step. */
-export class FullMethod implements FinetuneMethod {
-  readonly name = "full";
-  readonly #model: GPT;
-  readonly #params: [string, Tensor][];
+/**
+ * A method whose trainable set never changes: nothing happens between steps, every block counts as
+ * active, and there is no state to checkpoint.
+ */
+export abstract class StaticMethod implements FinetuneMethod {
+  /** The method's name, e.g. `full`. */
+  abstract readonly name: string;
+  /** The model trained. */
+  protected readonly model: GPT;
 
-  /** Trains all of `model`'s parameters. */
+  /** A method over `model`. */
   constructor(model: GPT) {
-    this.#model = model;
-    this.#params = model.namedParameters();
-    for (const [, p] of this.#params) p.requiresGrad = true;
+    this.model = model;
   }
 
   /** Nothing changes between steps. */
@@ -45,14 +47,12 @@ export class FullMethod implements FinetuneMethod {
     return Promise.resolve();
   }
 
-  /** All parameters. */
-  trainable(): [string, Tensor][] {
-    return this.#params;
-  }
+  /** The parameters updated at every step. */
+  abstract trainable(): [string, Tensor][];
 
-  /** All blocks. */
+  /** Every block. */
   activeLayers(): number[] {
-    return this.#model.h.map((_, i) => i);
+    return this.model.h.map((_, i) => i);
   }
 
   /** Stateless. */
@@ -62,4 +62,23 @@ export class FullMethod implements FinetuneMethod {
 
   /** Stateless. */
   restore(): void {}
+}
+
+/** Full fine-tuning: every parameter trains at every step. */
+export class FullMethod extends StaticMethod {
+  /** `full`. */
+  readonly name = "full";
+  readonly #params: [string, Tensor][];
+
+  /** Trains all of `model`'s parameters. */
+  constructor(model: GPT) {
+    super(model);
+    this.#params = model.namedParameters();
+    for (const [, p] of this.#params) p.requiresGrad = true;
+  }
+
+  /** All parameters. */
+  trainable(): [string, Tensor][] {
+    return this.#params;
+  }
 }

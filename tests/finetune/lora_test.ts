@@ -7,7 +7,7 @@ import { Safetensors } from "../../core/io/safetensors.ts";
 import { GPT } from "../../core/nn/gpt.ts";
 import { AdamW } from "../../core/optim/adamw.ts";
 import { tidy } from "../../core/tensor.ts";
-import { assertClose, gpuTest } from "../helpers.ts";
+import { assertClose, gpuTest, hasTorch, testGpu } from "../helpers.ts";
 
 const CONFIG = { vocabSize: 32, blockSize: 16, nLayer: 2, nHead: 2, nEmbd: 16 };
 const ids = Uint32Array.from({ length: 2 * 12 }, (_, i) => (i * 5 + 3) % 32);
@@ -112,20 +112,12 @@ gpuTest("LoRA refuses unknown targets and bad ranks", (gpu) => {
   model.dispose();
 });
 
-const hasTorch = await new Deno.Command("/usr/bin/python3", {
-  args: ["-c", "import torch"],
-  stdout: "null",
-  stderr: "null",
-})
-  .output().then((o) => o.success, () => false);
-
 Deno.test({
   name: "PyTorch rebuilds our merged weights from the PEFT export: W + scaling·(B·A)ᵀ",
   ignore: !hasTorch,
   sanitizeOps: false,
   sanitizeResources: false,
   fn: async () => {
-    const { testGpu } = await import("../helpers.ts");
     const gpu = await testGpu();
     await Deno.mkdir("./.cache", { recursive: true });
     const root = await Deno.makeTempDir({ dir: "./.cache" });

@@ -5,7 +5,7 @@ import { GPT } from "../../core/nn/gpt.ts";
 import { AdamW } from "../../core/optim/adamw.ts";
 import { backward } from "../../core/autograd.ts";
 import { tidy } from "../../core/tensor.ts";
-import { gpuTest } from "../helpers.ts";
+import { gpuTest, hasTorch, testGpu } from "../helpers.ts";
 
 const tiny = new URL("../fixtures/gpt2_tiny/bare/", import.meta.url).pathname;
 
@@ -92,13 +92,6 @@ gpuTest("broken checkpoints are rejected naming the file and the tensor", async 
   await Deno.remove(dir, { recursive: true });
 });
 
-const hasTorch = await new Deno.Command("/usr/bin/python3", {
-  args: ["-c", "import torch"],
-  stdout: "null",
-  stderr: "null",
-})
-  .output().then((o) => o.success, () => false);
-
 Deno.test({
   name:
     "a model we train and save is read by PyTorch in Hugging Face's layout and gives our loss (both key styles)",
@@ -106,7 +99,6 @@ Deno.test({
   sanitizeOps: false,
   sanitizeResources: false,
   fn: async () => {
-    const { testGpu } = await import("../helpers.ts");
     const gpu = await testGpu();
     const expected = JSON.parse(
       await Deno.readTextFile(new URL("../fixtures/gpt2_tiny/expected.json", import.meta.url)),

@@ -4,23 +4,12 @@ with MERGED_DIR's. Prints {"max_abs_diff": …, "adapters": n, "keys": [...]}.
 Run: /usr/bin/python3 tests/reference/peft_check.py BASE_DIR ADAPTER_DIR MERGED_DIR"""
 import json
 import pathlib
-import struct
 import sys
 
 import torch
 
+from safetensors_io import read_safetensors as read
 
-def read(path):
-    raw = pathlib.Path(path).read_bytes()
-    n = struct.unpack("<Q", raw[:8])[0]
-    header = json.loads(raw[8:8 + n])
-    out = {}
-    for name, e in header.items():
-        if name == "__metadata__":
-            continue
-        a, b = e["data_offsets"]
-        out[name] = torch.frombuffer(bytearray(raw[8 + n + a:8 + n + b]), dtype=torch.float32).reshape(e["shape"]).double()
-    return out
 
 
 base_dir, adapter_dir, merged_dir = (pathlib.Path(p) for p in sys.argv[1:4])
