@@ -130,7 +130,8 @@ export { brownToText, loadBrown, loadBrownTokens } from "./core/data/corpora.ts"
 export { type Dataset, encodeExample, type Example, loadDataset, parseDataset } from "./core/data/formats.ts";
 export * from "./core/data/batches.ts";
 export { type EvalResult, evaluate } from "./core/evaluate.ts";
-export { type FinetuneMethod, FullMethod, StaticMethod } from "./core/finetune/method.ts";
+export { type FinetuneMethod, StaticMethod } from "./core/finetune/method.ts";
+export { FullMethod } from "./core/finetune/full.ts";
 export {
   type EvalRecord,
   type StepRecord,

@@ -11,7 +11,7 @@ import { loadBrownTokens } from "../core/data/corpora.ts";
 import { evalWindows, splitTrainVal, StreamBatcher, type StreamBatcherState } from "../core/data/batches.ts";
 import { tokenizerFor } from "../core/data/tokenizer.ts";
 import { evaluate } from "../core/evaluate.ts";
-import { FullMethod } from "../core/finetune/method.ts";
+import { FullMethod } from "../core/finetune/full.ts";
 import { type EvalRecord, type StepRecord, train } from "../core/finetune/trainer.ts";
 import { loadCheckpoint, saveCheckpoint } from "../core/io/checkpoint.ts";
 import { saveGPT2 } from "../core/io/hf.ts";

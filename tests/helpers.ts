@@ -148,8 +148,16 @@ export async function checkOp(
 }
 
 /** Whether Debian's PyTorch is installed (`/usr/bin/python3` with torch): the PyTorch checks need it. */
-export const hasTorch: boolean = await new Deno.Command("/usr/bin/python3", {
-  args: ["-c", "import torch"],
-  stdout: "null",
-  stderr: "null",
-}).output().then((o) => o.success, () => false);
+export const hasTorch: boolean = await (async () => {
+  try {
+    const o = await new Deno.Command("/usr/bin/python3", {
+      args: ["-c", "import torch"],
+      stdout: "null",
+      stderr: "null",
+    })
+      .output();
+    return o.success;
+  } catch {
+    return false; // no Python, or no permission to run it
+  }
+})();

@@ -63,22 +63,3 @@ export abstract class StaticMethod implements FinetuneMethod {
   /** Stateless. */
   restore(): void {}
 }
-
-/** Full fine-tuning: every parameter trains at every step. */
-export class FullMethod extends StaticMethod {
-  /** `full`. */
-  readonly name = "full";
-  readonly #params: [string, Tensor][];
-
-  /** Trains all of `model`'s parameters. */
-  constructor(model: GPT) {
-    super(model);
-    this.#params = model.namedParameters();
-    for (const [, p] of this.#params) p.requiresGrad = true;
-  }
-
-  /** All parameters. */
-  trainable(): [string, Tensor][] {
-    return this.#params;
-  }
-}

@@ -3,7 +3,7 @@ import { equal, ok } from "node:assert/strict";
 import { StreamBatcher } from "../../core/data/batches.ts";
 import { LisaMethod } from "../../core/finetune/lisa.ts";
 import { LoraMethod } from "../../core/finetune/lora.ts";
-import { FullMethod } from "../../core/finetune/method.ts";
+import { FullMethod } from "../../core/finetune/full.ts";
 import { train } from "../../core/finetune/trainer.ts";
 import { GPT } from "../../core/nn/gpt.ts";
 import { AdamW } from "../../core/optim/adamw.ts";

@@ -2,7 +2,7 @@
 import { deepEqual, equal, ok, throws } from "node:assert/strict";
 import { StreamBatcher } from "../../core/data/batches.ts";
 import { LisaMethod, type StatePolicy, weightedSample } from "../../core/finetune/lisa.ts";
-import { FullMethod } from "../../core/finetune/method.ts";
+import { FullMethod } from "../../core/finetune/full.ts";
 import type { FinetuneMethod } from "../../core/finetune/method.ts";
 import { train, type TrainResult } from "../../core/finetune/trainer.ts";
 import { GPT } from "../../core/nn/gpt.ts";
