@@ -161,3 +161,9 @@ export const hasTorch: boolean = await (async () => {
     return false; // no Python, or no permission to run it
   }
 })();
+
+/** A fresh folder under ./.cache (the one place tests may write). */
+export async function cacheTempDir(prefix?: string): Promise<string> {
+  await Deno.mkdir("./.cache", { recursive: true });
+  return Deno.makeTempDir({ dir: "./.cache", prefix });
+}

@@ -4,7 +4,6 @@
  * tests use as a reference and that keeps the T×T probabilities like PyTorch's eager attention.
  */
 import {
-  ATTENTION_WG,
   attentionBackwardKeyValueKernel,
   attentionBackwardQueryKernel,
   attentionForwardKernel,
@@ -78,14 +77,13 @@ function attentionFused(qkv: Tensor, s: AttentionShape, forced?: AttentionSource
   const done = () => {
     for (const t of textures.splice(0)) gpu.memory.freeTexture(t);
   };
-  const wg = grid(Math.ceil((s.b * s.h * s.t) / ATTENTION_WG));
   const out = empty(gpu, [s.b, s.t, c], { name: "attention" });
   const lse = empty(gpu, [s.b, s.h, s.t], { name: "attention_lse" });
   gpu.dispatch(attentionForwardKernel(s, src), [
     input(qkv, 3 * c),
     out.binding("attention"),
     lse.binding("attention"),
-  ], wg);
+  ]);
   done();
   const result = record("attention", out, [qkv], [qkv, out, lse], (g) => {
     const dqkv = empty(gpu, qkv.shape, { name: "dattention" });
@@ -98,14 +96,14 @@ function attentionFused(qkv: Tensor, s: AttentionShape, forced?: AttentionSource
       lse.binding("attention"),
       dd.binding("attention"),
       dqkv.binding("attention"),
-    ], wg);
+    ]);
     gpu.dispatch(attentionBackwardKeyValueKernel(s, src), [
       tq,
       tg,
       lse.binding("attention"),
       dd.binding("attention"),
       dqkv.binding("attention"),
-    ], wg);
+    ]);
     done();
     dd.dispose();
     return [dqkv];

@@ -2,7 +2,7 @@
 import { deepEqual, equal, ok } from "node:assert/strict";
 import { experiment } from "../../experiments/main.ts";
 import { CATEGORIES } from "../../core/memory.ts";
-import { testGpu } from "../helpers.ts";
+import { cacheTempDir, testGpu } from "../helpers.ts";
 
 Deno.test({
   name:
@@ -10,8 +10,7 @@ Deno.test({
   sanitizeOps: false,
   sanitizeResources: false,
   fn: async () => {
-    await Deno.mkdir("./.cache", { recursive: true });
-    const out = await Deno.makeTempDir({ dir: "./.cache", prefix: "experiment-test-" });
+    const out = await cacheTempDir("experiment-test-");
     const t0 = performance.now();
     await experiment({
       preset: "tiny",

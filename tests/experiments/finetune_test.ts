@@ -4,7 +4,7 @@ import { finetune, parseFinetuneArgs } from "../../experiments/finetune.ts";
 import { writeBin } from "../../experiments/pretrain.ts";
 import { CATEGORIES } from "../../core/memory.ts";
 import { loadGPT2 } from "../../core/io/hf.ts";
-import { testGpu } from "../helpers.ts";
+import { cacheTempDir, testGpu } from "../helpers.ts";
 
 const tiny = new URL("../fixtures/gpt2_tiny/transformer", import.meta.url).pathname;
 
@@ -14,8 +14,7 @@ Deno.test({
   sanitizeResources: false,
   fn: async () => {
     const gpu = await testGpu();
-    await Deno.mkdir("./.cache", { recursive: true });
-    const root = await Deno.makeTempDir({ dir: "./.cache" });
+    const root = await cacheTempDir();
     await writeBin(`${root}/data.bin`, Uint32Array.from({ length: 600 }, (_, i) => (i * 13 + (i >> 2)) % 61));
     const common = {
       model: tiny,

@@ -1,5 +1,6 @@
 /** pretrain and eval as a user runs them: separate processes, files on disk. */
 import { deepEqual, equal, ok } from "node:assert/strict";
+import { cacheTempDir } from "../helpers.ts";
 
 const FLAGS = ["--allow-read=.", "--allow-write=.", "--allow-env=DENO_WEBGPU_BACKEND"];
 
@@ -30,8 +31,7 @@ Deno.test({
   sanitizeOps: false,
   sanitizeResources: false,
   fn: async () => {
-    await Deno.mkdir(".cache", { recursive: true });
-    const root = await Deno.makeTempDir({ dir: ".cache", prefix: "pretrain-test-" });
+    const root = await cacheTempDir("pretrain-test-");
     const common = ["--preset", "tiny", "--steps", "20", "--quiet"];
     const whole = JSON.parse(await run("experiments/pretrain.ts", [...common, "--out", `${root}/whole`]));
     await run("experiments/pretrain.ts", [...common, "--stop-after", "10", "--out", `${root}/parts`]);

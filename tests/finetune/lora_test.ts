@@ -7,7 +7,7 @@ import { Safetensors } from "../../core/io/safetensors.ts";
 import { GPT } from "../../core/nn/gpt.ts";
 import { AdamW } from "../../core/optim/adamw.ts";
 import { tidy } from "../../core/tensor.ts";
-import { assertClose, gpuTest, hasTorch, testGpu } from "../helpers.ts";
+import { assertClose, cacheTempDir, gpuTest, hasTorch, testGpu } from "../helpers.ts";
 
 const CONFIG = { vocabSize: 32, blockSize: 16, nLayer: 2, nHead: 2, nEmbd: 16 };
 const ids = Uint32Array.from({ length: 2 * 12 }, (_, i) => (i * 5 + 3) % 32);
@@ -82,8 +82,7 @@ gpuTest(
 gpuTest("the PEFT export has PEFT's config, keys and shapes", async (gpu) => {
   const model = new GPT(gpu, CONFIG, { seed: 2 });
   const lora = new LoraMethod(model, { rank: 4, alpha: 8, dropout: 0.05, targets: "all-linear", seed: 1 });
-  await Deno.mkdir("./.cache", { recursive: true });
-  const dir = await Deno.makeTempDir({ dir: "./.cache" });
+  const dir = await cacheTempDir();
   await lora.exportPeft(dir, "gpt2-tiny");
   const cfg = JSON.parse(await Deno.readTextFile(`${dir}/adapter_config.json`));
   equal(cfg.peft_type, "LORA");
@@ -119,8 +118,7 @@ Deno.test({
   sanitizeResources: false,
   fn: async () => {
     const gpu = await testGpu();
-    await Deno.mkdir("./.cache", { recursive: true });
-    const root = await Deno.makeTempDir({ dir: "./.cache" });
+    const root = await cacheTempDir();
     const model = new GPT(gpu, CONFIG, { seed: 2 });
     await saveGPT2(model, `${root}/base`);
     const lora = new LoraMethod(model, { rank: 4, alpha: 16, targets: "all-linear", seed: 1 });

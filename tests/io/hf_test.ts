@@ -5,7 +5,7 @@ import { GPT } from "../../core/nn/gpt.ts";
 import { AdamW } from "../../core/optim/adamw.ts";
 import { backward } from "../../core/autograd.ts";
 import { tidy } from "../../core/tensor.ts";
-import { gpuTest, hasTorch, testGpu } from "../helpers.ts";
+import { cacheTempDir, gpuTest, hasTorch, testGpu } from "../helpers.ts";
 
 const tiny = new URL("../fixtures/gpt2_tiny/bare/", import.meta.url).pathname;
 
@@ -36,8 +36,7 @@ Deno.test("config.json fields map to our config, and bad ones are named", () => 
 gpuTest("a saved model loads back identical, in either key style", async (gpu) => {
   const model = new GPT(gpu, { vocabSize: 37, blockSize: 8, nLayer: 1, nHead: 2, nEmbd: 8 }, { seed: 3 });
   for (const style of ["bare", "transformer"] as const) {
-    await Deno.mkdir("./.cache", { recursive: true });
-    const dir = await Deno.makeTempDir({ dir: "./.cache" });
+    const dir = await cacheTempDir();
     await saveGPT2(model, dir, style);
     const st = new Safetensors(await Deno.readFile(`${dir}/model.safetensors`));
     equal(
@@ -59,8 +58,7 @@ gpuTest("a saved model loads back identical, in either key style", async (gpu) =
 });
 
 gpuTest("broken checkpoints are rejected naming the file and the tensor", async (gpu) => {
-  await Deno.mkdir("./.cache", { recursive: true });
-  const dir = await Deno.makeTempDir({ dir: "./.cache" });
+  const dir = await cacheTempDir();
   const config = JSON.parse(await Deno.readTextFile(`${tiny}config.json`));
   const good = new Safetensors(await Deno.readFile(`${tiny}model.safetensors`));
   const tensors = (drop: string[], extra: Record<string, { shape: number[]; data: Float32Array }> = {}) => {
@@ -115,9 +113,8 @@ Deno.test({
     opt.step(model.namedParameters(), 0.05);
     for (const [, p] of model.namedParameters()) p.zeroGrad();
     const ours = (await tidy(() => model.loss(input)).download())[0];
-    await Deno.mkdir("./.cache", { recursive: true });
     for (const style of ["bare", "transformer"] as const) {
-      const dir = await Deno.makeTempDir({ dir: "./.cache" });
+      const dir = await cacheTempDir();
       await saveGPT2(model, dir, style);
       const out = await new Deno.Command("/usr/bin/python3", {
         args: ["tests/reference/gpt2.py", "--check", dir],
