@@ -127,7 +127,14 @@ export {
   tokenizerFor,
 } from "./core/data/tokenizer.ts";
 export { brownToText, loadBrown, loadBrownTokens } from "./core/data/corpora.ts";
-export { type Dataset, encodeExample, type Example, loadDataset, parseDataset } from "./core/data/formats.ts";
+export {
+  type Dataset,
+  encodeExample,
+  type Example,
+  loadDataset,
+  needsTokenizer,
+  parseDataset,
+} from "./core/data/formats.ts";
 export * from "./core/data/batches.ts";
 export { type EvalResult, evaluate } from "./core/evaluate.ts";
 export { type FinetuneMethod, StaticMethod } from "./core/finetune/method.ts";

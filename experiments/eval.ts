@@ -8,7 +8,7 @@
  */
 import { parseArgs } from "node:util";
 import { evalExampleBatches, evalWindows } from "../core/data/batches.ts";
-import { loadDataset } from "../core/data/formats.ts";
+import { loadDataset, needsTokenizer } from "../core/data/formats.ts";
 import { tokenizerFor } from "../core/data/tokenizer.ts";
 import { type EvalResult, evaluate } from "../core/evaluate.ts";
 import { requestGpu } from "../core/gpu.ts";
@@ -35,8 +35,7 @@ export async function evalCommand(o: EvalOptions): Promise<EvalResult> {
         `--block-size ${o.blockSize} exceeds the model's n_positions ${model.config.blockSize}`,
       );
     }
-    const needsTokenizer = !o.data.endsWith(".bin");
-    const data = await loadDataset(o.data, needsTokenizer ? tokenizerFor(v) : null, v);
+    const data = await loadDataset(o.data, needsTokenizer(o.data) ? tokenizerFor(v) : null, v);
     const batches = data.kind === "stream"
       ? evalWindows(data.tokens, o.blockSize, o.batchSize)
       : evalExampleBatches(data.examples, o.blockSize, o.batchSize);

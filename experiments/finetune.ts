@@ -16,7 +16,7 @@ import {
   splitTrainVal,
   StreamBatcher,
 } from "../core/data/batches.ts";
-import { loadDataset } from "../core/data/formats.ts";
+import { loadDataset, needsTokenizer } from "../core/data/formats.ts";
 import { tokenizerFor } from "../core/data/tokenizer.ts";
 import { evaluate } from "../core/evaluate.ts";
 import { LisaMethod, type StatePolicy } from "../core/finetune/lisa.ts";
@@ -138,7 +138,7 @@ export async function finetune(o: FinetuneOptions): Promise<FinetuneMetrics> {
       );
     }
     const v = model.config.vocabSize;
-    const data = await loadDataset(o.data, o.data.endsWith(".bin") ? null : tokenizerFor(v), v);
+    const data = await loadDataset(o.data, needsTokenizer(o.data) ? tokenizerFor(v) : null, v);
     const valFraction = o.valFraction ?? 0;
     let nextBatch: () => Batch;
     let valBatches: Batch[] = [];

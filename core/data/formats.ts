@@ -69,6 +69,11 @@ export function parseDataset(
   return parseJsonl(path, text, tokenizer);
 }
 
+/** Whether the file at `path` is text that needs a tokenizer (`.txt`, `.jsonl`), not `.bin` ids. */
+export function needsTokenizer(path: string): boolean {
+  return formatOf(path) !== "bin";
+}
+
 function formatOf(path: string): "txt" | "jsonl" | "bin" {
   const ext = /\.[^./\\]+$/.exec(path)?.[0].toLowerCase() ?? "";
   if (ext === ".txt") return "txt";

@@ -1,5 +1,11 @@
 import assert from "node:assert/strict";
-import { type Dataset, encodeExample, loadDataset, parseDataset } from "../../core/data/formats.ts";
+import {
+  type Dataset,
+  encodeExample,
+  loadDataset,
+  needsTokenizer,
+  parseDataset,
+} from "../../core/data/formats.ts";
 import { bytesTokenizer, gpt2Tokenizer } from "../../core/data/tokenizer.ts";
 
 const utf8 = (s: string) => new TextEncoder().encode(s);
@@ -43,6 +49,14 @@ Deno.test("jsonl prompt/response lines are examples with loss on the response an
 Deno.test("a .bin file is little-endian uint16 ids and needs no tokenizer", () => {
   assert.deepEqual(stream(parseDataset("t.bin", u16([0, 1, 258, 50256]), null, 50257)), [0, 1, 258, 50256]);
   assert.deepEqual(stream(parseDataset("t.bin", new Uint8Array([2, 1, 255, 0]), null, 300)), [258, 255]);
+});
+
+Deno.test("needsTokenizer follows the format's extension, in any case", () => {
+  assert.equal(needsTokenizer("a.txt"), true);
+  assert.equal(needsTokenizer("dir.v2/a.JSONL"), true);
+  assert.equal(needsTokenizer("a.bin"), false);
+  assert.equal(needsTokenizer("A.BIN"), false);
+  assert.throws(() => needsTokenizer("a.csv"), /a\.csv: unknown data format '\.csv'/);
 });
 
 Deno.test("loadDataset reads .txt, .jsonl and .bin files", async () => {
