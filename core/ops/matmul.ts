@@ -41,9 +41,9 @@ export function runMatmul(
   const gpu = a.gpu;
   if (!!s.bias !== !!bias) throw new Error("runMatmul: the bias tensor and the problem's bias flag disagree");
   const c = out ?? empty(gpu, shape, { name: "matmul" });
-  if ((variant ?? (gpu.cpuLike ? "packed" : "tiled")) === "packed") {
-    runPacked(a, b, c, s, undefined, bias);
-  } else {
+  const packed = (variant ?? (gpu.cpuLike ? "packed" : "tiled")) === "packed";
+  // The tiled kernel also serves packed requests whose textures would exceed the device's limit.
+  if (!packed || !runPacked(a, b, c, s, undefined, bias)) {
     const bindings = [a.binding("matmul"), b.binding("matmul"), c.binding("matmul")];
     gpu.dispatch(matmulTiledKernel(s), bias ? [...bindings, bias.binding("matmul")] : bindings, tiledGrid(s));
   }

@@ -5,7 +5,7 @@
  * multiple of 64 floats is a plain buffer-to-texture copy; one that must be transposed is copied,
  * then transposed texture-to-texture; other sizes are packed from the buffer (slower on llvmpipe).
  */
-import { type MatmulShape, matmulTiledKernel, tiledGrid } from "../../kernels/matmul.ts";
+import type { MatmulShape } from "../../kernels/matmul.ts";
 import {
   packedDotKernel,
   packedFits,
@@ -41,8 +41,8 @@ export function choosePackedForm(s: MatmulShape, maxTextureDimension2D: number):
 }
 
 /**
- * Records c = op(a)·op(b) for `s` with a packed core (the tiled kernel if no form fits the
- * textures); `force` picks the form (tests).
+ * Records c = op(a)·op(b) (+ bias) for `s` with a packed core; `force` picks the form (tests).
+ * Returns false, recording nothing, when no form fits the device's textures.
  */
 export function runPacked(
   a: Tensor,
@@ -51,17 +51,10 @@ export function runPacked(
   s: MatmulShape,
   force?: PackedForm,
   bias?: Tensor,
-): void {
+): boolean {
   const gpu = a.gpu;
   const form = force ?? choosePackedForm(s, gpu.info.limits.maxTextureDimension2D);
-  if (!form) {
-    gpu.dispatch(
-      matmulTiledKernel(s),
-      [a.binding("matmul"), b.binding("matmul"), c.binding("matmul")],
-      tiledGrid(s),
-    );
-    return;
-  }
+  if (!form) return false;
   const l = packedLayout(s, form);
   const sa: Stored = { src: a, rows: s.transA ? s.k : s.m, cols: s.transA ? s.m : s.k, stride: s.strideA };
   const sb: Stored = { src: b, rows: s.transB ? s.n : s.k, cols: s.transB ? s.k : s.n, stride: s.strideB };
@@ -74,4 +67,5 @@ export function runPacked(
   gpu.dispatch(core, bias ? [...bindings, bias.binding("matmul")] : bindings, packedGrid(s));
   gpu.memory.freeTexture(x);
   gpu.memory.freeTexture(y);
+  return true;
 }

@@ -160,3 +160,22 @@ for (const variant of variants) {
     }
   });
 }
+
+gpuTest("packed matmul falls back to the tiled kernel, bias included, when no texture fits", async (gpu) => {
+  const limits = gpu.info.limits;
+  const saved = limits.maxTextureDimension2D;
+  const [rows, c, n] = [70, 9, 66];
+  const s = (m: number) => ({ m, n, k: c, batch: 1, transA: false, transB: false, strideA: 0, strideB: 0 });
+  limits.maxTextureDimension2D = 16;
+  try {
+    equal(choosePackedForm(s(rows), limits.maxTextureDimension2D), null, "the test needs no form to fit");
+    await checkOp(gpu, {
+      shapes: [[rows, c], [c, n], [n]],
+      run: ([x, w, b]) => matmul(x, w, { variant: "packed", bias: b }),
+      reference: ([x, w, b]) => matmulRef(x, w, rows, n, c).map((v, i) => v + b[i % n]),
+      maxDifferences: 60,
+    });
+  } finally {
+    limits.maxTextureDimension2D = saved;
+  }
+});
