@@ -4,6 +4,7 @@
  * `grads`), and frees each node's saved tensors as soon as it has run. Ops decide what to save: an
  * input is saved only when some gradient needs it, so a frozen weight's matmul keeps no input.
  */
+import { vectorWidth } from "../kernels/kernel.ts";
 import { accumulateKernel } from "../kernels/elementwise.ts";
 import { vec4Input } from "./ops/pack.ts";
 import { full, type Node, type Tensor, withCategory, zeros } from "./tensor.ts";
@@ -96,7 +97,7 @@ function order(root: Tensor): Tensor[] {
 /** `into + g`, in place when nothing but the caller holds `into`; else a new tensor (caller owns). */
 function add(into: Tensor, g: Tensor): Tensor {
   const addInto = (src: Tensor, dst: Tensor) => {
-    const s = vec4Input(src, "accumulate");
+    const s = vec4Input(src, "accumulate", vectorWidth(dst.size));
     dst.gpu.dispatch(accumulateKernel(dst.size, s.src), [s.binding, dst.binding("accumulate")]);
     s.done();
   };

@@ -2,11 +2,12 @@
  * Softmax cross-entropy with a per-token mask: mean over counted tokens of −log softmax(logits)[target].
  * Masked tokens (mask 0) contribute nothing; an all-zero mask gives loss 0 and zero gradients.
  */
+import { vectorWidth } from "../../kernels/kernel.ts";
 import { xentBackwardKernel, xentFinishKernel, xentRowsKernel } from "../../kernels/softmax_xent.ts";
 import { record } from "../autograd.ts";
 import { empty, type Tensor } from "../tensor.ts";
 import { expectF32, expectSameGpu, fmt } from "./checks.ts";
-import { plain, vec4Input } from "./pack.ts";
+import { vec4Input } from "./pack.ts";
 
 /**
  * Cross-entropy of `logits` [..., V] against `targets` (u32, one per row) weighted by `mask` (f32,
@@ -31,7 +32,7 @@ export function crossEntropy(logits: Tensor, targets: Tensor, mask: Tensor): Ten
   const rowLoss = empty(gpu, [rows], { name: "xent_rowloss" });
   const loss = empty(gpu, [1], { name: "xent_loss" });
   const scale = empty(gpu, [1], { name: "xent_scale" });
-  const xin = v % 4 === 0 ? vec4Input(logits, "crossEntropy") : plain(logits, "crossEntropy");
+  const xin = vec4Input(logits, "crossEntropy", vectorWidth(v));
   gpu.dispatch(xentRowsKernel(rows, v, xin.src), [
     xin.binding,
     targets.binding("crossEntropy"),
@@ -49,7 +50,7 @@ export function crossEntropy(logits: Tensor, targets: Tensor, mask: Tensor): Ten
   rowLoss.dispose();
   const out = record("crossEntropy", loss, [logits], [logits, targets, mask, lse, scale], (g) => {
     const dx = empty(gpu, logits.shape, { name: "dlogits" });
-    const li = v % 4 === 0 ? vec4Input(logits, "crossEntropy") : plain(logits, "crossEntropy");
+    const li = vec4Input(logits, "crossEntropy", vectorWidth(v));
     gpu.dispatch(xentBackwardKernel(rows, v, false, li.src), [
       li.binding,
       targets.binding("crossEntropy"),

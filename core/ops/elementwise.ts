@@ -1,9 +1,10 @@
 /** add (with bias broadcast), mul, scale: forward and backward side by side. */
+import { vectorWidth } from "../../kernels/kernel.ts";
 import { binaryKernel, scaleKernel } from "../../kernels/elementwise.ts";
 import { needsGrad, record } from "../autograd.ts";
 import { empty, type Tensor } from "../tensor.ts";
 import { expectF32, expectSameGpu, fmt } from "./checks.ts";
-import { plain, vec4Input } from "./pack.ts";
+import { vec4Input } from "./pack.ts";
 import { sumColumns } from "./reduce.ts";
 
 /** Elements of `b` repeat every `period` elements of `a`: b's shape is a's or its trailing part. */
@@ -26,9 +27,8 @@ function period(op: string, a: Tensor, b: Tensor): number {
 function binary(op: "add" | "mul", a: Tensor, b: Tensor): Tensor {
   const p = period(op, a, b);
   const out = empty(a.gpu, a.shape, { name: op });
-  // vec4 inputs only when the kernel reads vec4 units (both sizes divisible by 4).
-  const vec = a.size % 4 === 0 && p % 4 === 0;
-  const [ai, bi] = vec ? [vec4Input(a, op), vec4Input(b, op)] : [plain(a, op), plain(b, op)];
+  const w = vectorWidth(a.size, p);
+  const [ai, bi] = [vec4Input(a, op, w), vec4Input(b, op, w)];
   a.gpu.dispatch(binaryKernel(op, a.size, p, ai.src, bi.src), [ai.binding, bi.binding, out.binding(op)]);
   ai.done();
   bi.done();

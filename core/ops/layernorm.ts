@@ -1,4 +1,5 @@
 /** LayerNorm over the last dimension: forward and backward (dx, dγ, dβ). */
+import { vectorWidth } from "../../kernels/kernel.ts";
 import {
   layerNormBackwardKernel,
   layerNormForwardKernel,
@@ -27,7 +28,8 @@ export function layerNorm(x: Tensor, gamma: Tensor, beta: Tensor, eps = 1e-5): T
   const y = empty(gpu, x.shape, { name: "layernorm" });
   const mean = empty(gpu, [rows], { name: "ln_mean" });
   const rstd = empty(gpu, [rows], { name: "ln_rstd" });
-  const xin = vec4Input(x, "layerNorm");
+  const w = vectorWidth(c);
+  const xin = vec4Input(x, "layerNorm", w);
   gpu.dispatch(layerNormForwardKernel(rows, c, eps, xin.src), [
     xin.binding,
     gamma.binding("layerNorm"),
@@ -45,7 +47,7 @@ export function layerNorm(x: Tensor, gamma: Tensor, beta: Tensor, eps = 1e-5): T
     rstd,
   ], (g) => {
     let dx: Tensor | null = null;
-    const [xi, gi] = [vec4Input(x, "layerNorm"), vec4Input(g, "layerNorm")];
+    const [xi, gi] = [vec4Input(x, "layerNorm", w), vec4Input(g, "layerNorm", w)];
     if (needsGrad(x)) {
       dx = empty(gpu, x.shape, { name: "dlayernorm" });
       gpu.dispatch(layerNormBackwardKernel(rows, c, xi.src, gi.src), [

@@ -88,22 +88,18 @@ export interface Vec4Input {
   done(): void;
 }
 
-/** `t` read from its buffer. */
-export function plain(t: Tensor, op: string): Vec4Input {
-  return { binding: t.binding(op), src: "storage", done: () => {} };
-}
-
 /**
- * `t` as a vec4 input: on software adapters a texture copy (vec4 unit i at texel (i mod 1024,
- * i div 1024)) when `t` is big enough and its size divides by 4, else its buffer.
+ * `t` as the input of a kernel reading `w` floats at a time (`vectorWidth` of its sizes): for vec4
+ * reads on software adapters a texture copy (vec4 unit i at texel (i mod 1024, i div 1024)) when
+ * `t` is big enough, else its buffer.
  */
-export function vec4Input(t: Tensor, op: string): Vec4Input {
+export function vec4Input(t: Tensor, op: string, w: 1 | 4): Vec4Input {
   // Validate as a binding even when a texture copy is read, so limits fail the same on every adapter.
   const binding = t.binding(op);
   const gpu = t.gpu;
   const units = t.size / 4;
   const rows = Math.ceil(units / FLAT_WIDTH);
-  const useTexture = gpu.cpuLike && t.size % 4 === 0 && t.size >= FLAT_MIN_ELEMENTS &&
+  const useTexture = w === 4 && gpu.cpuLike && t.size % 4 === 0 && t.size >= FLAT_MIN_ELEMENTS &&
     rows <= gpu.info.limits.maxTextureDimension2D && t.byteOffset % 16 === 0;
   if (!useTexture) return { binding, src: "storage", done: () => {} };
   const tex = gpu.memory.allocTexture(FLAT_WIDTH, rows, "workspace", `${op}_input`);

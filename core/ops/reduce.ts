@@ -1,4 +1,5 @@
 /** sum, mean, column sums and the global L2 norm, deterministic (fixed summation order). */
+import { vectorWidth } from "../../kernels/kernel.ts";
 import {
   COLUMN_CHUNK,
   columnFinishKernel,
@@ -13,11 +14,11 @@ import { noGrad, record } from "../autograd.ts";
 import type { Gpu } from "../gpu.ts";
 import { empty, type Tensor, withCategory } from "../tensor.ts";
 import { expectF32 } from "./checks.ts";
-import { plain, vec4Input } from "./pack.ts";
+import { vec4Input } from "./pack.ts";
 
 function partials(x: Tensor, square: boolean): Tensor {
   const p = withCategory("workspace", () => empty(x.gpu, [sumParts(x.size)], { name: "sum_partials" }));
-  const xin = x.size % 4 === 0 ? vec4Input(x, "sum") : plain(x, "sum");
+  const xin = vec4Input(x, "sum", vectorWidth(x.size));
   x.gpu.dispatch(sumPartialsKernel(x.size, square, xin.src), [xin.binding, p.binding("sum")]);
   xin.done();
   return p;
@@ -67,7 +68,7 @@ export function mean(x: Tensor): Tensor {
 /** Column sums of x viewed as rows × cols, shaped `shape` (the bias gradient); not recorded. */
 export function sumColumns(x: Tensor, rows: number, cols: number, shape: readonly number[]): Tensor {
   const out = empty(x.gpu, shape, { name: "sum_columns" });
-  const xin = cols % 4 === 0 ? vec4Input(x, "sum_columns") : plain(x, "sum_columns");
+  const xin = vec4Input(x, "sum_columns", vectorWidth(cols));
   const partials = columnPartialsKernel(rows, cols, xin.src);
   if (rows <= COLUMN_CHUNK) {
     x.gpu.dispatch(partials, [xin.binding, out.binding("sum_columns")]);

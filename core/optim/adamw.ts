@@ -6,6 +6,7 @@
  * `optimizer` category holds exactly the moments (8 bytes per updated parameter); the small
  * per-step buffers (learning rate and bias corrections, clip factor) are `workspace`.
  */
+import { vectorWidth } from "../../kernels/kernel.ts";
 import { adamwKernel, clipFactorKernel, HYPER_SLOT } from "../../kernels/adamw.ts";
 import type { Gpu } from "../gpu.ts";
 import { vec4Input } from "../ops/pack.ts";
@@ -113,7 +114,7 @@ export class AdamW {
         eps: this.eps,
         weightDecay: p.shape.length >= 2 ? this.weightDecay : 0,
       };
-      const ins = [p, p.grad!, s.m!, s.v!].map((t) => vec4Input(t, "adamw"));
+      const ins = [p, p.grad!, s.m!, s.v!].map((t) => vec4Input(t, "adamw", vectorWidth(p.size)));
       if (ins.every((x) => x.src === "texture")) {
         gpu.dispatch(adamwKernel(p.size, constants, true), [
           p.binding("adamw"),
