@@ -12,9 +12,14 @@ export function testGpu(): Promise<Gpu> {
 }
 
 /** Deno.test for GPU work: the device's long-lived promises are not leaks. */
-export function gpuTest(name: string, fn: (gpu: Gpu) => Promise<void> | void): void {
+export function gpuTest(
+  name: string,
+  fn: (gpu: Gpu) => Promise<void> | void,
+  options: { ignore?: boolean } = {},
+): void {
   Deno.test({
     name,
+    ignore: options.ignore,
     sanitizeOps: false,
     sanitizeResources: false,
     fn: async () => fn(await testGpu()),
@@ -161,6 +166,17 @@ export const hasTorch: boolean = await (async () => {
     return false; // no Python, or no permission to run it
   }
 })();
+
+/** Runs tests/reference/`script` with Debian's PyTorch and returns its JSON stdout; throws its stderr. */
+export async function runReference(script: string, args: string[]): Promise<unknown> {
+  const out = await new Deno.Command("/usr/bin/python3", {
+    args: [`tests/reference/${script}`, ...args],
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  if (!out.success) throw new Error(new TextDecoder().decode(out.stderr));
+  return JSON.parse(new TextDecoder().decode(out.stdout));
+}
 
 /** A fresh folder under ./.cache (the one place tests may write). */
 export async function cacheTempDir(prefix?: string): Promise<string> {

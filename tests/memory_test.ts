@@ -1,4 +1,4 @@
-import { deepEqual, equal, ok, throws } from "node:assert/strict";
+import { deepEqual, equal, notEqual, ok, throws } from "node:assert/strict";
 import { backward, noGrad, savedActivationBytes } from "../core/autograd.ts";
 import { CATEGORIES, sizeClass } from "../core/memory.ts";
 import { gelu } from "../core/ops/gelu.ts";
@@ -100,9 +100,15 @@ gpuTest(
     const y = matmul(x, w);
     equal(y.requiresGrad, false);
     equal(y.node, null);
+    // Backward through w with a trainable input: only that input gets a gradient buffer.
+    const xt = param(gpu, new Float32Array(6).fill(1), [2, 3], "xt");
+    const yt = matmul(xt, w);
+    backward(sum(yt));
+    await gpu.submit();
     equal(w.grad, null);
-    equal(gpu.memory.stats().live.grads, before);
-    for (const t of [x, w, y]) t.dispose();
+    notEqual(xt.grad, null);
+    equal(gpu.memory.stats().live.grads, before + xt.bytes);
+    for (const t of [x, w, y, xt, yt]) t.dispose();
   },
 );
 

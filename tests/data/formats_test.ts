@@ -118,11 +118,11 @@ Deno.test("data errors name the file and line", async () => {
     /x\.jsonl: text data needs a tokenizer/,
   );
   await assert.rejects(
-    loadDataset("tests/data/fixtures/missing.txt", bytesTokenizer, 256),
+    loadDataset(fixture("missing.txt"), bytesTokenizer, 256),
     /missing\.txt: cannot read data file/,
   );
   await assert.rejects(
-    loadDataset("tests/data/fixtures/tiny.csv", bytesTokenizer, 256),
+    loadDataset(fixture("tiny.csv"), bytesTokenizer, 256),
     /tiny\.csv: unknown data format/,
   );
 });

@@ -4,73 +4,67 @@ import { finetune, parseFinetuneArgs } from "../../experiments/finetune.ts";
 import { writeBin } from "../../experiments/pretrain.ts";
 import { CATEGORIES } from "../../core/memory.ts";
 import { loadGPT2 } from "../../core/io/hf.ts";
-import { cacheTempDir, testGpu } from "../helpers.ts";
+import { cacheTempDir, gpuTest } from "../helpers.ts";
 
 const tiny = new URL("../fixtures/gpt2_tiny/transformer", import.meta.url).pathname;
 
-Deno.test({
-  name: "finetune writes each method's outputs and metrics.json in the documented format",
-  sanitizeOps: false,
-  sanitizeResources: false,
-  fn: async () => {
-    const gpu = await testGpu();
-    const root = await cacheTempDir();
-    await writeBin(`${root}/data.bin`, Uint32Array.from({ length: 600 }, (_, i) => (i * 13 + (i >> 2)) % 61));
-    const common = {
-      model: tiny,
-      data: `${root}/data.bin`,
-      steps: 4,
-      blockSize: 8,
-      batchSize: 2,
-      lr: 1e-2,
-      seed: 1,
-      quiet: true,
-      gpu,
-    };
-    for (const method of ["full", "lisa", "lora"] as const) {
-      const out = `${root}/${method}`;
-      const m = await finetune({
-        ...common,
-        method,
-        out,
-        gamma: 1,
-        period: 2,
-        rank: 2,
-        merge: true,
-        valFraction: 0.2,
-      });
-      const j = JSON.parse(await Deno.readTextFile(`${out}/metrics.json`));
-      equal(j.method, method);
-      equal(j.steps.length, 4);
-      for (const s of j.steps) {
-        deepEqual(Object.keys(s).slice(0, 5), ["step", "loss", "lr", "activeLayers", "memory"]);
-        deepEqual(Object.keys(s.memory), [...CATEGORIES]);
-        ok(Number.isFinite(s.loss));
-      }
-      deepEqual(Object.keys(j.peak).sort(), ["total", ...CATEGORIES].sort());
-      equal(j.peak.total, m.peak.total);
-      ok(
-        j.peak.total >= Math.max(...j.steps.map((s: { memory: Record<string, number> }) => s.memory.weights)),
-      );
-      ok(Number.isFinite(j.finalValLoss));
-      if (method === "lisa") {
-        equal(j.steps[0].activeLayers.length, 1);
-        equal(j.config.gamma, 1);
-        equal(j.config.state, "reset");
-      } else deepEqual(j.steps[0].activeLayers, [0, 1]);
-      const files = [...Deno.readDirSync(out)].map((e) => e.name).sort();
-      if (method === "lora") {
-        deepEqual(files, ["adapter_config.json", "adapter_model.safetensors", "merged", "metrics.json"]);
-        const { keyStyle } = await loadGPT2(gpu, `${out}/merged`).then((r) => (r.model.dispose(), r));
-        equal(keyStyle, "transformer", "merged weights keep the input's key style");
-      } else {
-        deepEqual(files, ["config.json", "metrics.json", "model.safetensors"]);
-        const { keyStyle } = await loadGPT2(gpu, out).then((r) => (r.model.dispose(), r));
-        equal(keyStyle, "transformer");
-      }
+gpuTest("finetune writes each method's outputs and metrics.json in the documented format", async (gpu) => {
+  const root = await cacheTempDir();
+  await writeBin(`${root}/data.bin`, Uint32Array.from({ length: 600 }, (_, i) => (i * 13 + (i >> 2)) % 61));
+  const common = {
+    model: tiny,
+    data: `${root}/data.bin`,
+    steps: 4,
+    blockSize: 8,
+    batchSize: 2,
+    lr: 1e-2,
+    seed: 1,
+    quiet: true,
+    gpu,
+  };
+  for (const method of ["full", "lisa", "lora"] as const) {
+    const out = `${root}/${method}`;
+    const m = await finetune({
+      ...common,
+      method,
+      out,
+      gamma: 1,
+      period: 2,
+      rank: 2,
+      merge: true,
+      valFraction: 0.2,
+    });
+    const j = JSON.parse(await Deno.readTextFile(`${out}/metrics.json`));
+    equal(j.method, method);
+    equal(j.steps.length, 4);
+    for (const s of j.steps) {
+      deepEqual(Object.keys(s).slice(0, 5), ["step", "loss", "lr", "activeLayers", "memory"]);
+      deepEqual(Object.keys(s.memory), [...CATEGORIES]);
+      ok(Number.isFinite(s.loss));
     }
-    await Deno.remove(root, { recursive: true });
-  },
+    deepEqual(Object.keys(j.peak).sort(), ["total", ...CATEGORIES].sort());
+    equal(j.peak.total, m.peak.total);
+    ok(
+      j.peak.total >= Math.max(...j.steps.map((s: { memory: Record<string, number> }) => s.memory.weights)),
+    );
+    ok(Number.isFinite(j.finalValLoss));
+    if (method === "lisa") {
+      equal(j.steps[0].activeLayers.length, 1);
+      equal(j.config.gamma, 1);
+      equal(j.config.state, "reset");
+    } else deepEqual(j.steps[0].activeLayers, [0, 1]);
+    const files = [...Deno.readDirSync(out)].map((e) => e.name).sort();
+    if (method === "lora") {
+      deepEqual(files, ["adapter_config.json", "adapter_model.safetensors", "merged", "metrics.json"]);
+      const { keyStyle } = await loadGPT2(gpu, `${out}/merged`).then((r) => (r.model.dispose(), r));
+      equal(keyStyle, "transformer", "merged weights keep the input's key style");
+    } else {
+      deepEqual(files, ["config.json", "metrics.json", "model.safetensors"]);
+      const { keyStyle } = await loadGPT2(gpu, out).then((r) => (r.model.dispose(), r));
+      equal(keyStyle, "transformer");
+    }
+  }
+  await Deno.remove(root, { recursive: true });
 });
 
 Deno.test("finetune flags: required ones, methods, policies and numbers are checked by name", () => {

@@ -87,19 +87,12 @@ for (const policy of ["reset", "keep", "offload"] as StatePolicy[]) {
   gpuTest(
     `LISA optimizer memory with state ${policy}: exact bytes per step by our accounting`,
     async (gpu) => {
-      const model = new GPT(gpu, CONFIG, { seed: 1 });
+      const { model, result, optimizer } = await run(
+        gpu,
+        (m) => new LisaMethod(m, { gamma: 1, period: 2, state: policy, seed: 9 }),
+        10,
+      );
       const { always, block } = sizes(model);
-      const lisa = new LisaMethod(model, { gamma: 1, period: 2, state: policy, seed: 9 });
-      const optimizer = new AdamW(gpu);
-      const batcher = new StreamBatcher(tokens, 2, 16, 5);
-      const result = await train({
-        model,
-        method: lisa,
-        optimizer,
-        nextBatch: () => batcher.next(),
-        schedule: makeSchedule({ kind: "constant", lr: 1e-2 }),
-        steps: 10,
-      });
       const visited = new Set<number>();
       for (const r of result.steps) {
         r.activeLayers.forEach((b) => visited.add(b));

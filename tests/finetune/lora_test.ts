@@ -7,7 +7,7 @@ import { Safetensors } from "../../core/io/safetensors.ts";
 import { GPT } from "../../core/nn/gpt.ts";
 import { AdamW } from "../../core/optim/adamw.ts";
 import { tidy } from "../../core/tensor.ts";
-import { assertClose, cacheTempDir, gpuTest, hasTorch, testGpu } from "../helpers.ts";
+import { assertClose, cacheTempDir, gpuTest, hasTorch, runReference } from "../helpers.ts";
 
 const CONFIG = { vocabSize: 32, blockSize: 16, nLayer: 2, nHead: 2, nEmbd: 16 };
 const ids = Uint32Array.from({ length: 2 * 12 }, (_, i) => (i * 5 + 3) % 32);
@@ -111,13 +111,9 @@ gpuTest("LoRA refuses unknown targets and bad ranks", (gpu) => {
   model.dispose();
 });
 
-Deno.test({
-  name: "PyTorch rebuilds our merged weights from the PEFT export: W + scaling·(B·A)ᵀ",
-  ignore: !hasTorch,
-  sanitizeOps: false,
-  sanitizeResources: false,
-  fn: async () => {
-    const gpu = await testGpu();
+gpuTest(
+  "PyTorch rebuilds our merged weights from the PEFT export: W + scaling·(B·A)ᵀ",
+  async (gpu) => {
     const root = await cacheTempDir();
     const model = new GPT(gpu, CONFIG, { seed: 2 });
     await saveGPT2(model, `${root}/base`);
@@ -126,13 +122,11 @@ Deno.test({
     await lora.exportPeft(`${root}/adapter`);
     lora.merge();
     await saveGPT2(model, `${root}/merged`);
-    const out = await new Deno.Command("/usr/bin/python3", {
-      args: ["tests/reference/peft_check.py", `${root}/base`, `${root}/adapter`, `${root}/merged`],
-      stdout: "piped",
-      stderr: "piped",
-    }).output();
-    if (!out.success) throw new Error(new TextDecoder().decode(out.stderr));
-    const r = JSON.parse(new TextDecoder().decode(out.stdout));
+    const r =
+      (await runReference("peft_check.py", [`${root}/base`, `${root}/adapter`, `${root}/merged`])) as {
+        adapters: number;
+        max_abs_diff: number;
+      };
     equal(r.adapters, 8);
     ok(r.max_abs_diff < 1e-6, `max |rebuilt − merged| = ${r.max_abs_diff}`);
     const { model: reloaded } = await loadGPT2(gpu, `${root}/merged`);
@@ -144,4 +138,5 @@ Deno.test({
     model.dispose();
     await Deno.remove(root, { recursive: true });
   },
-});
+  { ignore: !hasTorch },
+);

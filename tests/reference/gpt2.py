@@ -65,8 +65,6 @@ def forward(p):
     return logits, torch.nn.functional.cross_entropy(logits.view(-1, V), targets.view(-1))
 
 
-
-
 if len(sys.argv) == 3 and sys.argv[1] == "--check":
     # A directory written by lisa-webgpu's saveGPT2: config fields and tensors as transformers reads
     # them (bare or transformer.-prefixed keys, Conv1D weights (in, out)); prints the loss on the
@@ -113,7 +111,6 @@ decay = [v for v in params.values() if v.dim() >= 2]
 no_decay = [v for v in params.values() if v.dim() < 2]
 opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.01}, {"params": no_decay, "weight_decay": 0.0}],
                         lr=1e-2, betas=(0.9, 0.999), eps=1e-8)
-opt.zero_grad()
 step_losses = []
 for _ in range(5):
     opt.zero_grad()
