@@ -73,7 +73,6 @@ export class LisaMethod implements FinetuneMethod {
   readonly #weights: number[];
   #rng: Rng;
   #active: number[] = [];
-  #drawn = false;
 
   /** LISA over `model`'s blocks; every block starts frozen until the first draw. */
   constructor(model: GPT, o: LisaOptions) {
@@ -106,21 +105,20 @@ export class LisaMethod implements FinetuneMethod {
 
   /** Redraws the active blocks at steps 0, K, 2K, ...; applies the state policy to leavers. */
   async beginStep(step: number, optimizer: AdamW): Promise<void> {
-    if (this.#drawn && step % this.period !== 0) return;
+    // An empty active set means nothing was drawn yet (gamma >= 1).
+    if (this.#active.length > 0 && step % this.period !== 0) return;
     const next = weightedSample(this.#rng, this.#weights, this.gamma).sort((a, b) => a - b);
     await this.#switch(next, optimizer);
-    this.#drawn = true;
   }
 
   async #switch(next: number[], optimizer: AdamW): Promise<void> {
-    for (const i of this.#active.filter((b) => !next.includes(b))) {
-      for (const [name, p] of this.#blocks[i]) {
-        p.requiresGrad = false;
-        p.zeroGrad();
-        if (this.policy === "reset") optimizer.release(name);
-        else if (this.policy === "offload") await optimizer.offload(name);
-      }
+    const leaving = this.#active.filter((b) => !next.includes(b)).flatMap((i) => this.#blocks[i]);
+    for (const [name, p] of leaving) {
+      p.requiresGrad = false;
+      p.zeroGrad();
+      if (this.policy === "reset") optimizer.release(name);
     }
+    if (this.policy === "offload") await optimizer.offload(...leaving.map(([name]) => name));
     for (const i of next) for (const [, p] of this.#blocks[i]) p.requiresGrad = true;
     this.#active = next;
   }
@@ -148,6 +146,5 @@ export class LisaMethod implements FinetuneMethod {
     for (const [, p] of this.#blocks.flat()) p.requiresGrad = false;
     for (const i of s.active) for (const [, p] of this.#blocks[i]) p.requiresGrad = true;
     this.#active = [...s.active];
-    this.#drawn = s.active.length > 0;
   }
 }

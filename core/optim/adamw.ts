@@ -148,16 +148,18 @@ export class AdamW {
     this.#state.delete(name);
   }
 
-  /** Copies the state of `name` to host memory and frees its GPU buffers (one GPU round trip). */
-  async offload(name: string): Promise<void> {
-    const s = this.#state.get(name);
-    if (!s || !s.m || !s.v) return;
-    const [m, v] = [s.m.read(), s.v.read()];
-    await this.gpu.submit();
-    s.host = { m: (await m) as Float32Array, v: (await v) as Float32Array };
-    s.m.dispose();
-    s.v.dispose();
-    s.m = s.v = null;
+  /** Copies the state of each of `names` to host memory and frees its GPU buffers (one GPU round trip). */
+  async offload(...names: string[]): Promise<void> {
+    const onGpu = names.map((n) => this.#state.get(n)).filter((s): s is ParamState => !!s?.m && !!s.v);
+    const reads = onGpu.map((s) => [s.m!.read(), s.v!.read()]);
+    if (onGpu.length) await this.gpu.submit();
+    for (let i = 0; i < onGpu.length; i++) {
+      const s = onGpu[i];
+      s.host = { m: (await reads[i][0]) as Float32Array, v: (await reads[i][1]) as Float32Array };
+      s.m!.dispose();
+      s.v!.dispose();
+      s.m = s.v = null;
+    }
   }
 
   /** Host copies of every parameter's state (one GPU round trip), for checkpoints. */
@@ -180,13 +182,7 @@ export class AdamW {
   /** Restores one parameter's state from a {@link snapshot} (onto the GPU). */
   load(name: string, shape: readonly number[], step: number, m: Float32Array, v: Float32Array): void {
     this.release(name);
-    const opts = { category: "optimizer" as const };
-    this.#state.set(name, {
-      m: fromArray(this.gpu, m, shape, { ...opts, name: `${name}.exp_avg` }),
-      v: fromArray(this.gpu, v, shape, { ...opts, name: `${name}.exp_avg_sq` }),
-      host: null,
-      step,
-    });
+    this.#state.set(name, { ...this.#upload(name, shape, m, v), host: null, step });
   }
 
   /** Bytes of optimizer state on the GPU (moments only). */
@@ -210,17 +206,30 @@ export class AdamW {
       this.#state.set(name, s);
     }
     if (!s.m || !s.v) {
-      const opts = { category: "optimizer" as const };
       if (s.host) {
-        s.m = fromArray(this.gpu, s.host.m, p.shape, { ...opts, name: `${name}.exp_avg` });
-        s.v = fromArray(this.gpu, s.host.v, p.shape, { ...opts, name: `${name}.exp_avg_sq` });
+        Object.assign(s, this.#upload(name, p.shape, s.host.m, s.host.v));
         s.host = null;
       } else {
+        const opts = { category: "optimizer" as const };
         s.m = zeros(this.gpu, p.shape, { ...opts, name: `${name}.exp_avg` });
         s.v = zeros(this.gpu, p.shape, { ...opts, name: `${name}.exp_avg_sq` });
       }
     }
     return s;
+  }
+
+  /** GPU moments of `name` from host copies. */
+  #upload(
+    name: string,
+    shape: readonly number[],
+    m: Float32Array,
+    v: Float32Array,
+  ): { m: Tensor; v: Tensor } {
+    const opts = { category: "optimizer" as const };
+    return {
+      m: fromArray(this.gpu, m, shape, { ...opts, name: `${name}.exp_avg` }),
+      v: fromArray(this.gpu, v, shape, { ...opts, name: `${name}.exp_avg_sq` }),
+    };
   }
 
   #hyperBuffer(params: number): Tensor {
