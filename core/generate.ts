@@ -44,14 +44,20 @@ export async function greedyComplete(
       const ids = new Uint32Array(b * t);
       seqs.forEach((s, r) => ids.set(s, r * t));
       const logits = noGrad(() => tidy(() => model.logits({ ids, batchSize: b, blockSize: t })));
-      const values = await logits.download();
-      logits.dispose();
-      seqs.forEach((s, r) => {
-        if (done[r]) return;
-        const o0 = (r * t + s.length - 1) * v;
+      // Read back only each open sequence's last row of logits, all in one round trip.
+      const flat = logits.view([b * t, v]);
+      const open = seqs.map((_, r) => r).filter((r) => !done[r]);
+      const last = open.map((r) => flat.rows(r * t + seqs[r].length - 1, r * t + seqs[r].length));
+      const reads = Promise.all(last.map((row) => row.read()));
+      reads.catch(() => {}); // a failed submit rejects both: report it once, from submit
+      await model.gpu.submit();
+      const values = await reads;
+      for (const x of [...last, flat, logits]) x.dispose();
+      open.forEach((r, k) => {
+        const row = values[k];
         let best = 0;
-        for (let j = 1; j < v; j++) if (values[o0 + j] > values[o0 + best]) best = j;
-        s.push(best);
+        for (let j = 1; j < v; j++) if (row[j] > row[best]) best = j;
+        seqs[r].push(best);
         out[idx[r]].push(best);
         if (best === o.stop) done[r] = true;
       });

@@ -111,13 +111,15 @@ export async function train(s: TrainSetup): Promise<TrainResult> {
     norm?: Promise<Float32Array | Uint32Array>;
   } | null = null;
   await gpu.submit();
-  const runPeak = { ...gpu.memory.stats().live };
-  let runPeakTotal = gpu.memory.stats().liveTotal;
-  if (s.evalAtStart && s.evalBatches && !s.startStep) {
-    const r = { step: 0, loss: (await evaluate(s.model, s.evalBatches)).loss };
+  const before = gpu.memory.stats();
+  const runPeak = { ...before.live };
+  let runPeakTotal = before.liveTotal;
+  const runEval = async (step: number, batches: Batch[]) => {
+    const r = { step, loss: (await evaluate(s.model, batches)).loss };
     evals.push(r);
     s.onEval?.(r);
-  }
+  };
+  if (s.evalAtStart && s.evalBatches && !s.startStep) await runEval(0, s.evalBatches);
   const settle = async () => {
     if (!pending) return;
     const p = pending;
@@ -180,9 +182,7 @@ export async function train(s: TrainSetup): Promise<TrainResult> {
     const last = done === s.steps;
     if (s.evalBatches && s.evalEvery && (done % s.evalEvery === 0 || last)) {
       await settle();
-      const r = { step: done, loss: (await evaluate(s.model, s.evalBatches)).loss };
-      evals.push(r);
-      s.onEval?.(r);
+      await runEval(done, s.evalBatches);
     }
     if (s.checkpoint && ((s.checkpointEvery && done % s.checkpointEvery === 0) || last)) {
       await settle();
