@@ -14,7 +14,7 @@ import type { FinetuneMethod } from "../core/finetune/method.ts";
 import { train } from "../core/finetune/trainer.ts";
 import { greedyComplete } from "../core/generate.ts";
 import type { Gpu } from "../core/gpu.ts";
-import { loadGPT2 } from "../core/io/hf.ts";
+import { downloadParameters, loadGPT2 } from "../core/io/hf.ts";
 import type { CategoryBytes } from "../core/memory.ts";
 import type { GPT } from "../core/nn/gpt.ts";
 import { AdamW } from "../core/optim/adamw.ts";
@@ -116,7 +116,12 @@ function layerGroups(model: GPT): [string, [string, Tensor][]][] {
 
 /** Records per-layer weight and update norms of the tensors each layer trains. */
 class NormTracker {
+  readonly #model: GPT;
   readonly #groups: [string, [string, Tensor][]][];
+  /** Per group, whether nothing in it trains (LoRA's embedding and head): read once, in start(). */
+  readonly #fixed: boolean[];
+  /** √Σw² of each fixed group, from start(). */
+  readonly #fixedWeight = new Map<number, number>();
   readonly #initial = new Map<string, Float32Array>();
   readonly #weight: number[];
   readonly #update: number[];
@@ -134,6 +139,7 @@ class NormTracker {
 
   constructor(model: GPT, method: FinetuneMethod) {
     const lora = method instanceof LoraMethod;
+    this.#model = model;
     const groups = layerGroups(model);
     // LoRA trains only A and B inside blocks; its embedding and head are frozen and reported as they are.
     this.#groups = groups.map(([name, ts]) => [
@@ -142,6 +148,7 @@ class NormTracker {
         ? ts.filter(([n]) => n.includes(".lora_"))
         : ts.filter(([n]) => !n.includes(".lora_")),
     ]);
+    this.#fixed = groups.map(([name]) => lora && !name.startsWith("h."));
     this.#weight = new Array(groups.length).fill(0);
     this.#update = new Array(groups.length).fill(0);
     this.#delta = lora ? new Array(groups.length).fill(0) : null;
@@ -162,22 +169,32 @@ class NormTracker {
     }
   }
 
-  async #values(): Promise<Map<string, Float32Array>> {
-    const entries = this.#groups.flatMap(([, ts]) => ts);
-    const reads = entries.map(([, t]) => t.read());
-    await entries[0][1].gpu.submit();
+  /** Host values of the tensors of the groups `which` selects, by name (one GPU round trip). */
+  async #values(which: (g: number) => boolean): Promise<Map<string, Float32Array>> {
+    const entries = this.#groups.filter((_, g) => which(g)).flatMap(([, ts]) => ts);
     const out = new Map<string, Float32Array>();
-    for (let i = 0; i < entries.length; i++) out.set(entries[i][0], (await reads[i]) as Float32Array);
+    for (const [n, t] of await downloadParameters(this.#model, entries)) out.set(n, t.data);
     return out;
   }
 
   async start(): Promise<void> {
-    for (const [n, v] of await this.#values()) this.#initial.set(n, v);
+    for (const [n, v] of await this.#values(() => true)) this.#initial.set(n, v);
+    this.#groups.forEach(([, ts], g) => {
+      if (!this.#fixed[g]) return;
+      let w = 0;
+      for (const [n] of ts) for (const x of this.#initial.get(n)!) w += x * x;
+      this.#fixedWeight.set(g, Math.sqrt(w));
+    });
   }
 
   async sample(): Promise<void> {
-    const now = await this.#values();
+    const now = await this.#values((g) => !this.#fixed[g]);
     this.#groups.forEach(([, ts], g) => {
+      const fixed = this.#fixedWeight.get(g);
+      if (fixed !== undefined) {
+        this.#weight[g] += fixed; // unchanged since start(), so its update norm stays 0
+        return;
+      }
       let w = 0, u = 0;
       for (const [n] of ts) {
         const a = now.get(n)!, a0 = this.#initial.get(n)!;
