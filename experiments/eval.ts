@@ -13,6 +13,7 @@ import { tokenizerFor } from "../core/data/tokenizer.ts";
 import { type EvalResult, evaluate } from "../core/evaluate.ts";
 import { requestGpu } from "../core/gpu.ts";
 import { loadGPT2 } from "../core/io/hf.ts";
+import { flagNumber } from "./flags.ts";
 import { Progress } from "./progress.ts";
 
 /** Options of {@link evalCommand}. */
@@ -67,12 +68,12 @@ if (import.meta.main) {
     return values[k]!;
   };
   const int = (k: string, v: string) => {
-    const n = Number(v);
-    if (!Number.isInteger(n) || n <= 0) {
-      console.error(`eval: --${k} ${v}: expected a positive integer`);
+    try {
+      return flagNumber(k, v, "positive integer");
+    } catch (e) {
+      console.error(`eval: ${(e as Error).message}`);
       Deno.exit(2);
     }
-    return n;
   };
   try {
     const r = await evalCommand({

@@ -31,6 +31,7 @@ import type { CategoryBytes } from "../core/memory.ts";
 import type { GPT } from "../core/nn/gpt.ts";
 import { AdamW } from "../core/optim/adamw.ts";
 import { makeSchedule } from "../core/optim/schedule.ts";
+import { flagNumber } from "./flags.ts";
 import { formatDuration, Progress } from "./progress.ts";
 
 /** Everything a fine-tuning run needs. */
@@ -303,14 +304,8 @@ export function parseFinetuneArgs(args: string[]): FinetuneOptions {
     if (v === undefined) throw new Error(`--${k} is required`);
     return v as string;
   };
-  const num = (k: string, v: string | undefined, int = false): number | undefined => {
-    if (v === undefined) return undefined;
-    const n = Number(v);
-    if (!Number.isFinite(n) || n < 0 || (int && !Number.isInteger(n))) {
-      throw new Error(`--${k} ${v}: expected a non-negative ${int ? "integer" : "number"}`);
-    }
-    return n;
-  };
+  const num = (k: string, v: string | undefined, int = false): number | undefined =>
+    v === undefined ? undefined : flagNumber(k, v, int ? "integer" : "number");
   const method = need("method");
   if (!["full", "lora", "lisa"].includes(method)) {
     throw new Error(`--method ${method}: expected full, lora or lisa`);

@@ -9,6 +9,7 @@
  */
 import { parseArgs } from "node:util";
 import { type Gpu, requestGpu } from "../core/gpu.ts";
+import { flagNumber } from "./flags.ts";
 import { checkClaims, meanStd, pickLearningRates, skewEntries, type SweepPoint } from "./analyses.ts";
 import { preset as presetNamed } from "./presets.ts";
 import { pretrain } from "./pretrain.ts";
@@ -281,10 +282,7 @@ if (import.meta.main) {
     },
   });
   try {
-    const seed = Number(values.seed);
-    if (!Number.isInteger(seed) || seed < 0) {
-      throw new Error(`--seed ${values.seed}: expected a non-negative integer`);
-    }
+    const seed = flagNumber("seed", values.seed!, "integer");
     const { dir } = await experiment({
       preset: values.preset!,
       out: values.out,

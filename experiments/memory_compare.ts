@@ -8,6 +8,7 @@ import { parseArgs } from "node:util";
 import { requestGpu } from "../core/gpu.ts";
 import { CATEGORIES } from "../core/memory.ts";
 import { finetune, type FinetuneOptions } from "./finetune.ts";
+import { flagNumber } from "./flags.ts";
 
 const MiB = 2 ** 20;
 
@@ -23,14 +24,15 @@ if (import.meta.main) {
       "batch-size": { type: "string", default: "8" },
     },
   });
+  const period = flagNumber("period", values.period!, "positive integer");
   const gpu = await requestGpu();
   const base: FinetuneOptions = {
     model: values.model!,
     data: values.data ?? `${values.model}/val.bin`,
     method: "full",
-    steps: Number(values.steps),
-    blockSize: Number(values["block-size"]),
-    batchSize: Number(values["batch-size"]),
+    steps: flagNumber("steps", values.steps!, "positive integer"),
+    blockSize: flagNumber("block-size", values["block-size"]!, "positive integer"),
+    batchSize: flagNumber("batch-size", values["batch-size"]!, "positive integer"),
     lr: 1e-3,
     seed: 0,
     quiet: true,
@@ -39,9 +41,9 @@ if (import.meta.main) {
   const runs: [string, Partial<FinetuneOptions>][] = [
     ["full", { method: "full" }],
     ["lora r=8 (all linear)", { method: "lora", rank: 8, alpha: 16, targets: "all-linear" }],
-    ["lisa E+H+2L reset", { method: "lisa", gamma: 2, period: Number(values.period), state: "reset" }],
-    ["lisa E+H+2L keep", { method: "lisa", gamma: 2, period: Number(values.period), state: "keep" }],
-    ["lisa E+H+2L offload", { method: "lisa", gamma: 2, period: Number(values.period), state: "offload" }],
+    ["lisa E+H+2L reset", { method: "lisa", gamma: 2, period, state: "reset" }],
+    ["lisa E+H+2L keep", { method: "lisa", gamma: 2, period, state: "keep" }],
+    ["lisa E+H+2L offload", { method: "lisa", gamma: 2, period, state: "offload" }],
   ];
   console.log(
     `adapter ${gpu.info.description}; model ${base.model}; ${base.steps} steps of ${base.batchSize}×${base.blockSize}` +

@@ -19,6 +19,7 @@ import { writeFileAtomic } from "../core/io/safetensors.ts";
 import { GPT } from "../core/nn/gpt.ts";
 import { AdamW } from "../core/optim/adamw.ts";
 import { makeSchedule } from "../core/optim/schedule.ts";
+import { flagNumber } from "./flags.ts";
 import { type Preset, preset } from "./presets.ts";
 import { formatDuration, Progress } from "./progress.ts";
 
@@ -182,12 +183,8 @@ if (import.meta.main) {
     },
   });
   const p = preset(values.preset!);
-  const int = (name: string, v: string | undefined, fallback: number) => {
-    if (v === undefined) return fallback;
-    const n = Number(v);
-    if (!Number.isInteger(n) || n < 0) throw new Error(`--${name} ${v}: expected a non-negative integer`);
-    return n;
-  };
+  const int = (name: string, v: string | undefined, fallback: number) =>
+    v === undefined ? fallback : flagNumber(name, v, "integer");
   const steps = int("steps", values.steps, p.steps);
   const t0 = performance.now();
   const r = await pretrain({
