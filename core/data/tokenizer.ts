@@ -48,12 +48,12 @@ export function tokenizerFor(vocabSize: number): Tokenizer {
 }
 
 /** Ids of several documents joined by the tokenizer's end-of-text id (bytes: by "\n\n"). */
-export function encodeDocuments(tokenizer: Tokenizer, docs: readonly string[]): number[] {
+export function encodeDocuments(tokenizer: Tokenizer, docs: readonly string[]): Uint32Array {
   const out: number[] = [];
   const sep = tokenizer.eot === null ? tokenizer.encode("\n\n") : [tokenizer.eot];
   docs.forEach((d, i) => {
     if (i > 0) out.push(...sep);
     for (const id of tokenizer.encode(d)) out.push(id);
   });
-  return out;
+  return Uint32Array.from(out);
 }

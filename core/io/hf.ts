@@ -115,6 +115,8 @@ export async function loadGPT2(gpu: Gpu, dir: string): Promise<{ model: GPT; key
   const unused = new Set(keyOf.keys());
   const model = new GPT(gpu, config, { init: false });
   try {
+    const head = keyOf.get("lm_head.weight");
+    let wte: Float32Array | null = null; // kept only for the tied-head check
     for (const [name, t] of model.namedParameters()) {
       const key = keyOf.get(name);
       if (!key) {
@@ -128,14 +130,14 @@ export async function loadGPT2(gpu: Gpu, dir: string): Promise<{ model: GPT; key
           `${stPath}: ${key} has shape [${e.shape}], expected [${t.shape}] for this config`,
         );
       }
-      t.upload(st.getF32(key));
+      const data = st.getF32(key);
+      t.upload(data);
+      if (head && name === "wte.weight") wte = data;
       unused.delete(name);
     }
-    const head = keyOf.get("lm_head.weight");
     if (head) {
-      const wte = st.getF32(keyOf.get("wte.weight")!);
       const lm = st.getF32(head);
-      if (lm.length !== wte.length || lm.some((x, i) => x !== wte[i])) {
+      if (lm.length !== wte!.length || lm.some((x, i) => x !== wte![i])) {
         throw new CheckpointError(
           `${stPath}: lm_head.weight differs from wte.weight; only tied heads are supported`,
         );
