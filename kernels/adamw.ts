@@ -86,6 +86,7 @@ export function clipFactorKernel(maxNorm: number): Kernel {
   return {
     name: "clip_factor",
     key: `max${maxNorm}`,
+    workgroups: [1],
     code: `@group(0) @binding(0) var<storage, read> norm: array<f32>;
 @group(0) @binding(1) var<storage, read_write> clip: array<f32>;
 @compute @workgroup_size(1)

@@ -8,7 +8,7 @@
  * Two sources: `storage` reads the buffers; `texture` reads rgba32float copies of them (software
  * adapters, where texture reads are far cheaper than buffer reads, see matmul_packed.ts).
  */
-import { f32, grid, type Kernel, WGSL_GRID_PARAMS, WGSL_GROUP_INDEX } from "./kernel.ts";
+import { f32, grid, type Kernel, type Source, WGSL_GRID_PARAMS, WGSL_GROUP_INDEX } from "./kernel.ts";
 
 /** Sizes of an attention call. */
 export interface AttentionShape {
@@ -22,8 +22,8 @@ export interface AttentionShape {
   hd: number;
 }
 
-/** Where the kernels read q, k, v, O and dO from. */
-export type AttentionSource = "storage" | "texture";
+/** Where the kernels read q, k, v, O and dO from (a texture here holds one tensor row per texel row). */
+export type AttentionSource = Source;
 
 /** Keys per online-softmax block (one rescale of the accumulator per block). */
 const BLOCK = 8;
@@ -206,6 +206,7 @@ export function headsKernel(s: AttentionShape, parts: number, part: number, scat
   return {
     name: scatter ? "heads_scatter" : "heads_gather",
     key: `${key(s, "storage")}_p${parts}_${part}`,
+    workgroups: grid(Math.ceil(n / 64)),
     code: `@group(0) @binding(0) var<storage, read> src: array<f32>;
 @group(0) @binding(1) var<storage, read_write> dst: array<f32>;
 @compute @workgroup_size(64)
@@ -228,6 +229,7 @@ export function causalSoftmaxKernel(rows: number, t: number, scale: number): Ker
   return {
     name: "causal_softmax",
     key: `r${rows}_t${t}_s${scale}`,
+    workgroups: grid(Math.ceil(rows / 64)),
     code: `@group(0) @binding(0) var<storage, read> x: array<f32>;
 @group(0) @binding(1) var<storage, read_write> y: array<f32>;
 @compute @workgroup_size(64)
@@ -252,6 +254,7 @@ export function causalSoftmaxBackwardKernel(rows: number, t: number, scale: numb
   return {
     name: "causal_softmax_backward",
     key: `r${rows}_t${t}_s${scale}`,
+    workgroups: grid(Math.ceil(rows / 64)),
     code: `@group(0) @binding(0) var<storage, read> y: array<f32>;
 @group(0) @binding(1) var<storage, read> dy: array<f32>;
 @group(0) @binding(2) var<storage, read_write> dx: array<f32>;

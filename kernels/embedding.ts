@@ -3,13 +3,14 @@
  * each distinct token, its positions' gradients in a fixed order (positions grouped by token on the
  * host, CSR-style), so no float atomics and the same result every run.
  */
-import { type Kernel, WGSL_GRID_PARAMS, WGSL_GROUP_INDEX } from "./kernel.ts";
+import { grid, type Kernel, WGSL_GRID_PARAMS, WGSL_GROUP_INDEX } from "./kernel.ts";
 
 /** out[n, :] = table[ids[n], :]; an id ≥ V gives NaN rows. */
 export function embeddingForwardKernel(n: number, v: number, d: number): Kernel {
   return {
     name: "embedding_forward",
     key: `n${n}_v${v}_d${d}`,
+    workgroups: grid(Math.ceil(n * d / 64)),
     code: `@group(0) @binding(0) var<storage, read> table: array<f32>;
 @group(0) @binding(1) var<storage, read> ids: array<u32>;
 @group(0) @binding(2) var<storage, read_write> out: array<f32>;
@@ -31,6 +32,7 @@ export function embeddingBackwardKernel(u: number, d: number): Kernel {
   return {
     name: "embedding_backward",
     key: `u${u}_d${d}`,
+    workgroups: grid(Math.ceil(u * d / 64)),
     code: `@group(0) @binding(0) var<storage, read> dy: array<f32>;
 @group(0) @binding(1) var<storage, read> order: array<u32>;
 @group(0) @binding(2) var<storage, read> start: array<u32>;

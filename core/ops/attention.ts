@@ -13,7 +13,6 @@ import {
   causalSoftmaxKernel,
   headsKernel,
 } from "../../kernels/attention.ts";
-import { grid } from "../../kernels/kernel.ts";
 import { record } from "../autograd.ts";
 import type { Binding } from "../gpu.ts";
 import type { TextureAllocation } from "../memory.ts";
@@ -115,21 +114,12 @@ function attentionFused(qkv: Tensor, s: AttentionShape, forced?: AttentionSource
 /** [B, T, parts·C] → the heads of one part as [B, H, T, hd]; backward scatters into zeros. */
 function heads(x: Tensor, s: AttentionShape, parts: number, part: number): Tensor {
   const gpu = x.gpu;
-  const n = s.b * s.t * s.h * s.hd;
   const y = empty(gpu, [s.b, s.h, s.t, s.hd], { name: `heads${part}` });
-  gpu.dispatch(
-    headsKernel(s, parts, part, false),
-    [x.binding("heads"), y.binding("heads")],
-    grid(Math.ceil(n / 64)),
-  );
+  gpu.dispatch(headsKernel(s, parts, part, false), [x.binding("heads"), y.binding("heads")]);
   return record("heads", y, [x], [], (g) => {
     const dx = empty(gpu, x.shape, { name: "dheads" });
     dx.fill(0);
-    gpu.dispatch(
-      headsKernel(s, parts, part, true),
-      [g.binding("heads"), dx.binding("heads")],
-      grid(Math.ceil(n / 64)),
-    );
+    gpu.dispatch(headsKernel(s, parts, part, true), [g.binding("heads"), dx.binding("heads")]);
     return [dx];
   });
 }
@@ -137,16 +127,11 @@ function heads(x: Tensor, s: AttentionShape, parts: number, part: number): Tenso
 /** [B, H, T, hd] → [B, T, C]; backward gathers. */
 function mergeHeads(o: Tensor, s: AttentionShape): Tensor {
   const gpu = o.gpu;
-  const n = o.size;
   const y = empty(gpu, [s.b, s.t, s.h * s.hd], { name: "merge_heads" });
-  gpu.dispatch(headsKernel(s, 1, 0, true), [o.binding("heads"), y.binding("heads")], grid(Math.ceil(n / 64)));
+  gpu.dispatch(headsKernel(s, 1, 0, true), [o.binding("heads"), y.binding("heads")]);
   return record("mergeHeads", y, [o], [], (g) => {
     const dx = empty(gpu, o.shape, { name: "dmerge_heads" });
-    gpu.dispatch(
-      headsKernel(s, 1, 0, false),
-      [g.binding("heads"), dx.binding("heads")],
-      grid(Math.ceil(n / 64)),
-    );
+    gpu.dispatch(headsKernel(s, 1, 0, false), [g.binding("heads"), dx.binding("heads")]);
     return [dx];
   });
 }
@@ -161,19 +146,14 @@ export function causalSoftmax(x: Tensor, scale: number): Tensor {
   const gpu = x.gpu;
   const rows = x.size / t;
   const y = empty(gpu, x.shape, { name: "causal_softmax" });
-  const wg = grid(Math.ceil(rows / 64));
-  gpu.dispatch(
-    causalSoftmaxKernel(rows, t, scale),
-    [x.binding("causalSoftmax"), y.binding("causalSoftmax")],
-    wg,
-  );
+  gpu.dispatch(causalSoftmaxKernel(rows, t, scale), [x.binding("causalSoftmax"), y.binding("causalSoftmax")]);
   return record("causalSoftmax", y, [x], [y], (g) => {
     const dx = empty(gpu, x.shape, { name: "dcausal_softmax" });
     gpu.dispatch(causalSoftmaxBackwardKernel(rows, t, scale), [
       y.binding("causalSoftmax"),
       g.binding("causalSoftmax"),
       dx.binding("causalSoftmax"),
-    ], wg);
+    ]);
     return [dx];
   });
 }

@@ -1,6 +1,5 @@
 /** Embedding lookup (wte, wpe) and its deterministic backward. */
 import { embeddingBackwardKernel, embeddingForwardKernel } from "../../kernels/embedding.ts";
-import { grid } from "../../kernels/kernel.ts";
 import { record } from "../autograd.ts";
 import { empty, fromArray, type Tensor, withCategory } from "../tensor.ts";
 import { expectF32, expectSameGpu, fmt } from "./checks.ts";
@@ -54,7 +53,7 @@ export function embedding(table: Tensor, ids: Tensor, hostIds: ArrayLike<number>
     table.binding("embedding"),
     ids.binding("embedding"),
     out.binding("embedding"),
-  ], grid(Math.ceil(n * d / 64)));
+  ]);
   const host = Uint32Array.from(hostIds);
   return record("embedding", out, [table], [], (g) => {
     const { tokens, start, order } = groupByToken(host);
@@ -71,7 +70,7 @@ export function embedding(table: Tensor, ids: Tensor, hostIds: ArrayLike<number>
       tStart.binding("embedding"),
       tTok.binding("embedding"),
       dtable.binding("embedding"),
-    ], grid(Math.ceil(tokens.length * d / 64)));
+    ]);
     for (const t of [tTok, tStart, tOrder]) t.dispose();
     return [dtable];
   });

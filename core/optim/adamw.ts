@@ -91,7 +91,7 @@ export class AdamW {
     let result: StepResult | null = null;
     if (maxGradNorm !== undefined) {
       const norm = globalNorm(gpu, live.map(([, p]) => p.grad!));
-      gpu.dispatch(clipFactorKernel(maxGradNorm), [norm.binding("adamw"), this.#clip.binding("adamw")], [1]);
+      gpu.dispatch(clipFactorKernel(maxGradNorm), [norm.binding("adamw"), this.#clip.binding("adamw")]);
       result = { gradNorm: norm };
     } else {
       this.#clip.upload([1]);
