@@ -20,6 +20,28 @@ export function expectSameShape(op: string, a: Tensor, b: Tensor): void {
   }
 }
 
+/**
+ * Throws unless `targets` is u32 and `mask` f32 with one entry per row (`rows` rows), as the masked
+ * cross-entropy ops need; `owner` names the rows' tensor with its verb ("x [6, 8] has").
+ */
+export function expectRowTargets(
+  op: string,
+  owner: string,
+  rows: number,
+  targets: Tensor,
+  mask: Tensor,
+): void {
+  if (targets.dtype !== "u32") throw new Error(`${op}: targets ${targets} must be u32 token ids`);
+  expectF32(op, mask);
+  if (targets.size !== rows || mask.size !== rows) {
+    throw new Error(
+      `${op}: ${owner} ${rows} rows but targets ${fmt(targets.shape)} and mask ${
+        fmt(mask.shape)
+      } must have one entry per row`,
+    );
+  }
+}
+
 /** "[2, 3]" */
 export function fmt(shape: readonly number[]): string {
   return `[${shape.join(", ")}]`;

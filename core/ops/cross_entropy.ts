@@ -6,7 +6,7 @@ import { vectorWidth } from "../../kernels/kernel.ts";
 import { xentBackwardKernel, xentFinishKernel, xentRowsKernel } from "../../kernels/softmax_xent.ts";
 import { record } from "../autograd.ts";
 import { empty, type Tensor } from "../tensor.ts";
-import { expectF32, expectSameGpu, fmt } from "./checks.ts";
+import { expectF32, expectRowTargets, expectSameGpu, fmt } from "./checks.ts";
 import { vec4Input } from "./pack.ts";
 
 /**
@@ -15,18 +15,10 @@ import { vec4Input } from "./pack.ts";
  */
 export function crossEntropy(logits: Tensor, targets: Tensor, mask: Tensor): Tensor {
   expectF32("crossEntropy", logits);
-  expectF32("crossEntropy", mask);
   expectSameGpu("crossEntropy", logits, targets, mask);
-  if (targets.dtype !== "u32") throw new Error(`crossEntropy: targets ${targets} must be u32 token ids`);
   const v = logits.shape[logits.shape.length - 1];
   const rows = logits.size / v;
-  if (targets.size !== rows || mask.size !== rows) {
-    throw new Error(
-      `crossEntropy: logits ${fmt(logits.shape)} have ${rows} rows but targets ${
-        fmt(targets.shape)
-      } and mask ${fmt(mask.shape)} must have one entry per row`,
-    );
-  }
+  expectRowTargets("crossEntropy", `logits ${fmt(logits.shape)} have`, rows, targets, mask);
   const gpu = logits.gpu;
   const lse = empty(gpu, [rows], { name: "xent_lse" });
   const rowLoss = empty(gpu, [rows], { name: "xent_rowloss" });

@@ -10,9 +10,9 @@ import { accumulateKernel } from "../../kernels/elementwise.ts";
 import { xentBackwardKernel, xentFinishKernel, xentRowsKernel } from "../../kernels/softmax_xent.ts";
 import { needsGrad, record } from "../autograd.ts";
 import { empty, type Tensor, withCategory, zeros } from "../tensor.ts";
-import { expectF32, expectSameGpu, fmt } from "./checks.ts";
+import { expectF32, expectRowTargets, expectSameGpu, fmt } from "./checks.ts";
 import { crossEntropy } from "./cross_entropy.ts";
-import { matmul, runMatmul } from "./matmul.ts";
+import { matmul, type MatmulOptions, matmulShape, runMatmul } from "./matmul.ts";
 
 /** Options of {@link lmHeadLoss}. */
 export interface LmHeadOptions {
@@ -51,6 +51,7 @@ export function lmHeadLoss(
   }
   const v = wte.shape[0];
   const rows = x.size / c;
+  expectRowTargets("lmHeadLoss", `x ${fmt(x.shape)} has`, rows, targets, mask);
   const limit = x.gpu.info.limits.maxStorageBufferBindingSize;
   const chunk = options.chunkRows ?? (rows * v * 4 <= limit ? rows : lmHeadChunkRows(v, limit));
   if (chunk >= rows) {
@@ -72,14 +73,6 @@ function chunkedLoss(
   v: number,
   chunk: number,
 ): Tensor {
-  if (targets.dtype !== "u32") throw new Error(`lmHeadLoss: targets ${targets} must be u32 token ids`);
-  if (targets.size !== rows || mask.size !== rows) {
-    throw new Error(
-      `lmHeadLoss: x ${fmt(x.shape)} has ${rows} rows but targets ${fmt(targets.shape)} and mask ${
-        fmt(mask.shape)
-      } must have one entry per row`,
-    );
-  }
   const gpu = x.gpu;
   const flat = x.view([rows, c]);
   const lse = empty(gpu, [rows], { name: "lm_lse" });
@@ -88,21 +81,11 @@ function chunkedLoss(
   const scale = empty(gpu, [1], { name: "lm_scale" });
   const spans: [number, number][] = [];
   for (let r0 = 0; r0 < rows; r0 += chunk) spans.push([r0, Math.min(rows, r0 + chunk)]);
-  /** logits of rows [r0, r1) as a new [r1 − r0, V] tensor. */
-  const logitsOf = (r0: number, r1: number, xs: Tensor) =>
-    runMatmul(xs, wte, {
-      m: r1 - r0,
-      n: v,
-      k: c,
-      batch: 1,
-      transA: false,
-      transB: true,
-      strideA: 0,
-      strideB: 0,
-    }, [
-      r1 - r0,
-      v,
-    ]);
+  /** op(a)·op(b) as a new tensor, or into `out`; not recorded on the tape. */
+  const mm = (a: Tensor, b: Tensor, o: MatmulOptions, out?: Tensor) => {
+    const { s, shape } = matmulShape(a, b, o);
+    return runMatmul(a, b, s, shape, undefined, out);
+  };
   for (const [r0, r1] of spans) {
     const views = [
       flat.rows(r0, r1),
@@ -111,7 +94,7 @@ function chunkedLoss(
       lse.rows(r0, r1),
       rowLoss.rows(r0, r1),
     ];
-    const logits = withCategory("workspace", () => logitsOf(r0, r1, views[0]));
+    const logits = withCategory("workspace", () => mm(views[0], wte, { transB: true }));
     gpu.dispatch(
       xentRowsKernel(r1 - r0, v),
       [logits, ...views.slice(1)].map((t) => t.binding("lmHeadLoss")),
@@ -129,38 +112,18 @@ function chunkedLoss(
       const n = r1 - r0;
       const views = [targets.rows(r0, r1), mask.rows(r0, r1), lse.rows(r0, r1)];
       const xs = flat.rows(r0, r1);
-      const dlogits = withCategory("workspace", () => logitsOf(r0, r1, xs));
+      const dlogits = withCategory("workspace", () => mm(xs, wte, { transB: true }));
       gpu.dispatch(
         xentBackwardKernel(n, v, true),
         [dlogits, ...views, scale, g].map((t) => t.binding("lmHeadLoss")),
       );
       if (dxFlat) {
         const dxs = dxFlat.rows(r0, r1);
-        runMatmul(
-          dlogits,
-          wte,
-          { m: n, n: c, k: v, batch: 1, transA: false, transB: false, strideA: 0, strideB: 0 },
-          [n, c],
-          undefined,
-          dxs,
-        );
+        mm(dlogits, wte, {}, dxs);
         dxs.dispose();
       }
       if (dwte) {
-        const part = withCategory(
-          "workspace",
-          () =>
-            runMatmul(dlogits, xs, {
-              m: v,
-              n: c,
-              k: n,
-              batch: 1,
-              transA: true,
-              transB: false,
-              strideA: 0,
-              strideB: 0,
-            }, [v, c]),
-        );
+        const part = withCategory("workspace", () => mm(dlogits, xs, { transA: true }));
         gpu.dispatch(
           accumulateKernel(dwte.size),
           [part.binding("lmHeadLoss"), dwte.binding("lmHeadLoss")],

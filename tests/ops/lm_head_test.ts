@@ -66,3 +66,21 @@ Deno.test("chunk rows keep a chunk's logits within the binding limit", () => {
   equal((rows + 64) * 50257 * 4 > limit, true);
   throws(() => lmHeadChunkRows(1e6, 1e6), /fewer than 64 rows/);
 });
+
+gpuTest("both LM head paths refuse targets and masks of the wrong type or size", (gpu) => {
+  const x = fromArray(gpu, new Float32Array(ROWS * C), [ROWS, C]);
+  const w = fromArray(gpu, new Float32Array(V * C), [V, C]);
+  const t = fromArray(gpu, targets, [ROWS], { dtype: "u32" });
+  const m = fromArray(gpu, mask, [ROWS]);
+  const short = fromArray(gpu, mask.slice(1), [ROWS - 1]);
+  const u32Mask = fromArray(gpu, mask, [ROWS], { dtype: "u32" });
+  for (const chunkRows of [64, undefined]) {
+    throws(() => lmHeadLoss(x, w, m, m, { chunkRows }), /lmHeadLoss: targets .* must be u32 token ids/);
+    throws(() => lmHeadLoss(x, w, t, u32Mask, { chunkRows }), /lmHeadLoss: .* must be f32, got u32/);
+    throws(
+      () => lmHeadLoss(x, w, t, short, { chunkRows }),
+      /lmHeadLoss: x \[150, 8\] has 150 rows but targets \[150\] and mask \[149\] must have one entry per row/,
+    );
+  }
+  for (const a of [x, w, t, m, short, u32Mask]) a.dispose();
+});
