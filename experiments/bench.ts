@@ -32,11 +32,10 @@ export interface BenchResult {
  * calls go into one submit to fill ~`budgetMs`, so the ≥ 11 ms wait per submit is amortized.
  */
 async function timeIt(gpu: Gpu, record: () => void, reps = 7, budgetMs = 300): Promise<number> {
-  let t0 = performance.now();
-  record();
+  record(); // warm-up: compiles pipelines
   await gpu.submit();
   await gpu.idle();
-  t0 = performance.now();
+  let t0 = performance.now();
   record();
   await gpu.submit();
   await gpu.idle();

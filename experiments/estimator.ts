@@ -98,6 +98,11 @@ function blockLinears(a: Architecture): Linear[] {
     ];
 }
 
+/** The linears of a block that LoRA adapts: all of them, or only the first (attention's c_attn / q). */
+function adaptedLinears(a: Architecture, allLinear: boolean): Linear[] {
+  return allLinear ? blockLinears(a) : blockLinears(a).slice(0, 1);
+}
+
 /** Parameters of one block. */
 export function blockParams(a: Architecture): number {
   const norms = a.family === "gpt2" ? 4 * a.d : 2 * a.d;
@@ -133,10 +138,10 @@ function blockActivations(
     if (weightsTrain) n += c + c + f;
   }
   if (lora) {
-    // Each adapter keeps its input (the same tensor the base would keep) and its rank-r intermediate.
-    const adapted = lora.allLinear ? blockLinears(a) : blockLinears(a).slice(0, 1);
-    n += adapted.length * lora.rank;
-    if (!weightsTrain) n += lora.allLinear ? (a.family === "gpt2" ? c + c + f : c + c + f) : c;
+    // Each adapter keeps its rank-r intermediate and, when the base weights are frozen (so the base
+    // kept none), its input: the norm outputs and the MLP's inner activation, or the first linear's input only.
+    n += adaptedLinears(a, lora.allLinear).length * lora.rank;
+    if (!weightsTrain) n += lora.allLinear ? c + c + f : c;
   }
   return n;
 }
@@ -150,11 +155,7 @@ export function estimate(a: Architecture, o: EstimateOptions): Estimate {
   const rank = o.rank ?? 8;
   const lora = o.method === "lora" ? { rank, allLinear: o.allLinear ?? true } : null;
   const adapterParams = lora
-    ? a.layers *
-      (lora.allLinear ? blockLinears(a) : blockLinears(a).slice(0, 1)).reduce(
-        (s, l) => s + rank * (l.inF + l.outF),
-        0,
-      )
+    ? a.layers * adaptedLinears(a, lora.allLinear).reduce((s, l) => s + rank * (l.inF + l.outF), 0)
     : 0;
   const gamma = Math.min(o.gamma ?? 2, a.layers);
   const trainable = o.method === "full" ? total : o.method === "lora" ? adapterParams : outer + gamma * block;

@@ -180,11 +180,7 @@ export async function finetune(o: FinetuneOptions): Promise<FinetuneMetrics> {
       evalEvery: valBatches.length ? o.evalEvery ?? o.steps : undefined,
       evalBatches: valBatches.length ? valBatches.slice(0, o.evalBatches ?? 8) : undefined,
       evalAtStart: valBatches.length > 0,
-      onStep: (r: StepRecord) => {
-        if (o.quiet) return;
-        const tps = r.ms > 0 ? Math.round(tokensPerStep / (r.ms / 1000)) : 0;
-        progress.update(r.step + 1, `loss ${r.loss.toFixed(4)} lr ${r.lr.toExponential(2)} ${tps} tok/s`);
-      },
+      onStep: (r: StepRecord) => o.quiet || progress.step(r, tokensPerStep),
       onEval: (r) =>
         o.quiet || progress.note(`finetune: step ${r.step} validation loss ${r.loss.toFixed(4)}`),
     });
@@ -193,7 +189,7 @@ export async function finetune(o: FinetuneOptions): Promise<FinetuneMetrics> {
     const msPerStep = timed.reduce((s, r) => s + r.ms, 0) / Math.max(1, timed.length);
     const metrics: FinetuneMetrics = {
       method: o.method,
-      config: configOf(o, method),
+      config: configOf(o, method, warmup),
       steps: result.steps.map((r) => ({
         step: r.step,
         loss: r.loss,
@@ -218,7 +214,7 @@ export async function finetune(o: FinetuneOptions): Promise<FinetuneMetrics> {
   }
 }
 
-function configOf(o: FinetuneOptions, method: FinetuneMethod): Record<string, unknown> {
+function configOf(o: FinetuneOptions, method: FinetuneMethod, warmup: number): Record<string, unknown> {
   const c: Record<string, unknown> = {
     model: o.model,
     data: o.data,
@@ -228,7 +224,7 @@ function configOf(o: FinetuneOptions, method: FinetuneMethod): Record<string, un
     lr: o.lr,
     seed: o.seed,
     schedule: o.schedule ?? "cosine",
-    warmup: o.warmup ?? Math.min(100, Math.floor(o.steps / 10)),
+    warmup,
     maxGradNorm: o.maxGradNorm ?? 1,
     weightDecay: o.weightDecay ?? 0,
     valFraction: o.valFraction ?? 0,

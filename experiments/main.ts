@@ -118,7 +118,8 @@ export async function experiment(o: ExperimentOptions): Promise<{ dir: string; r
   const spec = (key: string) => specs.find((s) => s.key === key)!;
   const common = { base: baseDir, batchSize: x.batchSize, blockSize: x.blockSize, period: x.period, seed };
   let done = 0;
-  const total = 3 * 3 + specs.length * 2 + 2;
+  const families = ["full", "lora", "lisa"] as const;
+  const total = families.reduce((n, f) => n + x.lrs[f].length, 0) + specs.length * 2 + 2;
   const run = async (r: RunSpec, what: string): Promise<RunResult> => {
     const res = await runOne(gpu, r);
     done++;
@@ -134,11 +135,10 @@ export async function experiment(o: ExperimentOptions): Promise<{ dir: string; r
 
   // Learning rate per family: short runs on the definitions task, best validation loss.
   const sweep: SweepPoint[] = [];
-  const families = [["full", "full"], ["lora", "lora"], ["lisa", "lisa"]] as const;
-  for (const [family, key] of families) {
+  for (const family of families) {
     for (const lr of x.lrs[family]) {
       const r = await run(
-        { ...common, task: definitions, spec: spec(key), lr, steps: x.sweepSteps },
+        { ...common, task: definitions, spec: spec(family), lr, steps: x.sweepSteps },
         `sweep ${family} lr ${lr}`,
       );
       sweep.push({ family, lr, evalLoss: r.evalLoss });

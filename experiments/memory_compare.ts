@@ -6,11 +6,9 @@
  */
 import { parseArgs } from "node:util";
 import { requestGpu } from "../core/gpu.ts";
-import { CATEGORIES } from "../core/memory.ts";
 import { finetune, type FinetuneOptions } from "./finetune.ts";
 import { flagNumber } from "./flags.ts";
-
-const MiB = 2 ** 20;
+import { memoryHeader, memoryRow } from "./report.ts";
 
 if (import.meta.main) {
   const { values } = parseArgs({
@@ -49,16 +47,11 @@ if (import.meta.main) {
     `adapter ${gpu.info.description}; model ${base.model}; ${base.steps} steps of ${base.batchSize}×${base.blockSize}` +
       ` tokens; peak live MiB by category over the run\n`,
   );
-  console.log(`| method | ${CATEGORIES.join(" | ")} | total |`);
-  console.log(`| --- | ${CATEGORIES.map(() => "---").join(" | ")} | --- |`);
+  for (const line of memoryHeader()) console.log(line);
   const rows: string[] = [];
   for (const [label, o] of runs) {
     const m = await finetune({ ...base, ...o });
-    console.log(
-      `| ${label} | ${CATEGORIES.map((c) => (m.peak[c] / MiB).toFixed(2)).join(" | ")} | ${
-        (m.peak.total / MiB).toFixed(2)
-      } |`,
-    );
+    console.log(memoryRow(label, { peakBytes: m.peak.total, peak: m.peak }));
     rows.push(JSON.stringify({ method: label, peak: m.peak, msPerStep: Math.round(m.msPerStep) }));
   }
   console.log("");

@@ -105,7 +105,7 @@ export async function pretrain(o: PretrainOptions): Promise<PretrainResult> {
   const tokensPerStep = p.batchSize * p.blockSize;
   const records = [...history];
   const evalRecords = [...evalHistory];
-  const result = await train({
+  await train({
     model,
     method,
     optimizer,
@@ -119,10 +119,7 @@ export async function pretrain(o: PretrainOptions): Promise<PretrainResult> {
     evalAtStart: true,
     onStep: (r) => {
       records.push(r);
-      if (!o.quiet) {
-        const tps = r.ms > 0 ? Math.round(tokensPerStep / (r.ms / 1000)) : 0;
-        progress.update(r.step + 1, `loss ${r.loss.toFixed(4)} lr ${r.lr.toExponential(2)} ${tps} tok/s`);
-      }
+      if (!o.quiet) progress.step(r, tokensPerStep);
     },
     onEval: (r) => {
       evalRecords.push(r);
@@ -139,8 +136,7 @@ export async function pretrain(o: PretrainOptions): Promise<PretrainResult> {
       return ckptDir;
     },
   });
-  const steps = [...history, ...result.steps];
-  const evals = [...evalHistory, ...result.evals];
+  const [steps, evals] = [records, evalRecords]; // history plus this run's onStep/onEval records
   log(`pretrain: final evaluation on ${allEval.length} validation batches`);
   const final = await evaluate(model, allEval);
   await saveGPT2(model, o.out);

@@ -40,6 +40,12 @@ export class Progress {
     }
   }
 
+  /** Reports training step `r` (so `r.step + 1` steps done) with its loss, learning rate and tokens/s. */
+  step(r: { step: number; loss: number; lr: number; ms: number }, tokensPerStep: number): void {
+    const tps = r.ms > 0 ? Math.round(tokensPerStep / (r.ms / 1000)) : 0;
+    this.update(r.step + 1, `loss ${r.loss.toFixed(4)} lr ${r.lr.toExponential(2)} ${tps} tok/s`);
+  }
+
   /** Prints a message on its own line without breaking the bar. */
   note(message: string): void {
     if (this.#tty) Deno.stderr.writeSync(new TextEncoder().encode(`\r\x1b[K`));

@@ -148,7 +148,16 @@ export function plots(r: ExperimentRecord): Record<string, string> {
   return out;
 }
 
-function memoryRow(name: string, m: { peakBytes: number; peak: CategoryBytes }): string {
+/** Header lines of a peak-memory table: method, each category, total (MiB). */
+export function memoryHeader(): string[] {
+  return [
+    `| method | ${CATEGORIES.join(" | ")} | total |`,
+    `| --- | ${CATEGORIES.map(() => "---").join(" | ")} | --- |`,
+  ];
+}
+
+/** One row of a {@link memoryHeader} table. */
+export function memoryRow(name: string, m: { peakBytes: number; peak: CategoryBytes }): string {
   return `| ${name} | ${CATEGORIES.map((c) => mib(m.peak[c])).join(" | ")} | ${mib(m.peakBytes)} |`;
 }
 
@@ -198,10 +207,7 @@ export function markdown(r: ExperimentRecord): string {
     );
   }
   lines.push("", "### Peak memory by category (MiB, definitions task, our exact accounting)", "");
-  lines.push(
-    `| method | ${CATEGORIES.join(" | ")} | total |`,
-    `| --- | ${CATEGORIES.map(() => "---").join(" | ")} | --- |`,
-  );
+  lines.push(...memoryHeader());
   for (const k of keys) lines.push(memoryRow(label(r, k), r.runs[k].definitions.memory));
   for (const [k, v] of Object.entries(r.policies)) {
     lines.push(memoryRow(`LISA E+H+2L, ${k.replace("lisa_", "")}`, v.memory));
