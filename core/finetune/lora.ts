@@ -49,7 +49,7 @@ export class LoraMethod extends StaticMethod {
   constructor(model: GPT, o: LoraOptions) {
     super(model);
     const targets = o.targets === "all-linear" ? ALL_LINEAR : (o.targets ?? ["c_attn"]);
-    const known = ["c_attn", "c_proj", "c_fc", "attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj"];
+    const known = [...ALL_LINEAR, ...slots(model, 0).map((s) => s.path)];
     const unknown = targets.filter((t) => !known.includes(t));
     if (unknown.length || targets.length === 0) {
       throw new Error(
@@ -77,9 +77,7 @@ export class LoraMethod extends StaticMethod {
         this.#adapters.push([`h.${i}.${s.path}`, lora]);
       }
     });
-    this.#params = this.#adapters.flatMap((
-      [path, m],
-    ) => [[`${path}.lora_A.weight`, m.A], [`${path}.lora_B.weight`, m.B]]);
+    this.#params = this.#adapters.flatMap(([, m]) => [[m.A.name, m.A], [m.B.name, m.B]]);
   }
 
   /** Adapters by module path (`h.0.attn.c_attn`). */

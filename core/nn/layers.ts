@@ -7,7 +7,7 @@ import { embedding } from "../ops/embedding.ts";
 import { layerNorm } from "../ops/layernorm.ts";
 import { matmul } from "../ops/matmul.ts";
 import type { Rng } from "../random.ts";
-import { empty, fromArray, type Tensor } from "../tensor.ts";
+import { empty, fromArray, full, shapeSize, type Tensor } from "../tensor.ts";
 
 /** Something with named parameters. */
 export interface Module {
@@ -41,11 +41,10 @@ export function normalArray(rng: Rng, n: number, std: number): Float32Array {
 /** A factory that fills parameters as asked, drawing from `rng` in creation order. */
 export function initParams(gpu: Gpu, rng: Rng): ParamFactory {
   return (name, shape, fill) => {
-    const n = shape.reduce((p, d) => p * d, 1);
-    const data = "normal" in fill
-      ? normalArray(rng, n, fill.normal)
-      : new Float32Array(n).fill(fill.constant);
-    return fromArray(gpu, data, shape, { requiresGrad: true, category: "weights", name });
+    const options = { requiresGrad: true, category: "weights" as const, name };
+    return "normal" in fill
+      ? fromArray(gpu, normalArray(rng, shapeSize(shape, name), fill.normal), shape, options)
+      : full(gpu, shape, fill.constant, options);
   };
 }
 

@@ -9,7 +9,7 @@ import { dropout } from "../ops/dropout.ts";
 import { add, scale } from "../ops/elementwise.ts";
 import { matmul } from "../ops/matmul.ts";
 import type { Rng } from "../random.ts";
-import { fromArray, type Tensor, tidy } from "../tensor.ts";
+import { fromArray, type Tensor, tidy, zeros } from "../tensor.ts";
 import type { Linear, LinearLike } from "./layers.ts";
 
 /** LoRA settings (PEFT names). */
@@ -62,7 +62,7 @@ export class LoRALinear implements LinearLike {
       category: "weights",
       name: `${name}.lora_A.weight`,
     });
-    this.B = fromArray(gpu, new Float32Array(base.outFeatures * r), [base.outFeatures, r], {
+    this.B = zeros(gpu, [base.outFeatures, r], {
       requiresGrad: true,
       category: "weights",
       name: `${name}.lora_B.weight`,
