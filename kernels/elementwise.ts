@@ -18,16 +18,18 @@ import {
 export const ELEMENTWISE_WG = 64;
 
 /**
- * A kernel over n elements, `w` per invocation. Bindings are `access> name: array<T>` (T the unit
- * type), or `in name src` for an input read as name(i) from a buffer or a texture copy.
+ * A kernel over n elements, `w` per invocation. Bindings are `access> name: array<$T>` ($T the unit
+ * type), or `in name src` for an input read as name(i) from a buffer or a texture copy; `prelude`
+ * (constants, helper functions) goes before them.
  */
-function elementwise(
+export function elementwise(
   name: string,
   key: string,
   n: number,
   w: 1 | 4,
   bindings: string[],
   body: string,
+  prelude = "",
 ): Kernel {
   const t = floatType(w);
   const decls = bindings.map((b, i) => {
@@ -40,7 +42,7 @@ function elementwise(
     name,
     key: `n${n}_w${w}_${key}`,
     workgroups: grid(Math.ceil(units / ELEMENTWISE_WG)),
-    code: `${decls}
+    code: `${prelude}${decls}
 @compute @workgroup_size(${ELEMENTWISE_WG})
 fn main(${WGSL_GRID_PARAMS}) {
   let i = ${WGSL_GROUP_INDEX} * ${ELEMENTWISE_WG}u + lid;

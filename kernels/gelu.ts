@@ -1,45 +1,20 @@
 /** GELU, tanh form (GPT-2's `gelu_new`): 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))). */
-import {
-  floatInput,
-  floatType,
-  grid,
-  type Kernel,
-  type Source,
-  vectorWidth,
-  WGSL_GRID_PARAMS,
-  WGSL_GROUP_INDEX,
-} from "./kernel.ts";
+import { elementwise } from "./elementwise.ts";
+import { floatType, type Kernel, type Source, vectorWidth } from "./kernel.ts";
 
 // tanh(u) = 1 - 2/(exp(2u)+1) stays finite for any u (exp overflowing to inf gives exactly 1).
 function common(t: string): string {
   return `
 const S = 0.7978845608028654;
 const C = 0.044715;
-fn tanh_safe(u: ${t}) -> ${t} { return 1.0 - 2.0 / (exp(2.0 * u) + 1.0); }`;
-}
-
-/** Inputs (bindings 0..) as functions name(i): vec4 units from their source, or plain f32 arrays. */
-function inputs(kernel: string, ins: [string, Source][], w: 1 | 4): string {
-  return ins.map(([n, src], i) => floatInput(kernel, n, i, w, src)).join("\n");
+fn tanh_safe(u: ${t}) -> ${t} { return 1.0 - 2.0 / (exp(2.0 * u) + 1.0); }
+`;
 }
 
 function kernel(name: string, n: number, ins: [string, Source][], body: string): Kernel {
   const w = vectorWidth(n);
-  const t = floatType(w);
-  return {
-    name,
-    key: `n${n}_w${w}_${ins.map(([, src]) => src).join("_")}`,
-    workgroups: grid(Math.ceil(n / w / 64)),
-    code: `${common(t)}
-${inputs(name, ins, w)}
-@group(0) @binding(${ins.length}) var<storage, read_write> out: array<${t}>;
-@compute @workgroup_size(64)
-fn main(${WGSL_GRID_PARAMS}) {
-  let i = ${WGSL_GROUP_INDEX} * 64u + lid;
-  if (i >= ${n / w}u) { return; }
-  ${body}
-}`,
-  };
+  const bindings = [...ins.map(([input, src]) => `in ${input} ${src}`), "read_write> out: array<$T>"];
+  return elementwise(name, ins.map(([, src]) => src).join("_"), n, w, bindings, body, common(floatType(w)));
 }
 
 /** y = gelu(x), n elements. Bindings: x, y. */
