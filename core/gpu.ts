@@ -3,8 +3,15 @@
  * kernel dispatched between two submits goes into one command encoder (one compute pass while no copy
  * intervenes), so a training step costs one submit. Readback is explicit and async.
  */
-import type { Kernel } from "../kernels/kernel.ts";
+import { checkLoops, type Kernel } from "../kernels/kernel.ts";
 import { type Pipeline, PipelineCache } from "../kernels/cache.ts";
+import {
+  isSoftwareAdapter,
+  type KernelFamily,
+  type KernelFamilySetting,
+  parseKernelFamily,
+  resolveKernelFamily,
+} from "../kernels/select.ts";
 import { type Allocation, Memory } from "./memory.ts";
 
 /** Native backends Deno's WebGPU (wgpu) can use. */
@@ -24,6 +31,11 @@ export interface GpuOptions {
    * slows steps a little); read the totals with {@link Gpu.takeProfile}.
    */
   profile?: boolean;
+  /**
+   * Kernel family: `gpu` (workgroup tiles and reductions), `software` (texture reads, no barriers)
+   * or `auto` (software exactly on a software adapter); else `LISA_KERNELS`, else auto.
+   */
+  kernels?: KernelFamilySetting;
 }
 
 /** Accumulated GPU time of one kernel family under profiling. */
@@ -50,6 +62,10 @@ export interface AdapterReport {
   fallback: boolean;
   /** True when the adapter offers `shader-f16`. */
   f16: boolean;
+  /** Subgroup size when the device was granted the `subgroups` feature, else 0. */
+  subgroupSize: number;
+  /** The kernel family this device runs (see kernels/select.ts). */
+  kernels: KernelFamily;
   /** The limits that bound what we can run, as granted to our device. */
   limits: {
     maxBufferSize: number;
@@ -112,8 +128,8 @@ export class Gpu {
   readonly memory: Memory;
   /** Compiled kernels. */
   readonly pipelines: PipelineCache;
-  /** True on software adapters, where kernels pick CPU-friendly variants (no workgroup barriers). */
-  readonly cpuLike: boolean;
+  /** The kernel family chosen for this device: the only input ops give kernels/select.ts about it. */
+  readonly kernels: KernelFamily;
   #encoder: GPUCommandEncoder | null = null;
   #pass: GPUComputePassEncoder | null = null;
   #reads: PendingRead[] = [];
@@ -139,8 +155,7 @@ export class Gpu {
     }
     this.memory = new Memory(device, info.limits.maxBufferSize);
     this.pipelines = new PipelineCache(device);
-    this.cpuLike = info.fallback ||
-      /llvmpipe|lavapipe|swiftshader|warp|software/i.test(info.description);
+    this.kernels = info.kernels;
     device.lost.then((i) => {
       this.#lost = `${i.reason}: ${i.message}`;
     });
@@ -173,6 +188,7 @@ export class Gpu {
     if (!workgroups) {
       throw new Error(`dispatch: kernel ${kernel.name} [${kernel.key}] needs workgroup counts`);
     }
+    checkLoops(kernel);
     const p: Pipeline = this.pipelines.get(kernel);
     const bindGroup = this.device.createBindGroup({
       layout: p.layout,
@@ -383,12 +399,16 @@ export class Gpu {
   }
 }
 
-function backendFromEnv(): string | undefined {
+function envVar(name: string): string | undefined {
   try {
-    return Deno.env.get("DENO_WEBGPU_BACKEND") || undefined;
+    return Deno.env.get(name) || undefined;
   } catch {
-    return undefined;
+    return undefined; // no --allow-env for it: as if unset
   }
+}
+
+function backendFromEnv(): string | undefined {
+  return envVar("DENO_WEBGPU_BACKEND");
 }
 
 let adapterRequested = false;
@@ -421,17 +441,22 @@ export async function requestGpu(options: GpuOptions = {}): Promise<Gpu> {
   if (!adapter) throw new NoAdapterError(`backend ${backendFromEnv() ?? "default"}`);
   const requiredLimits: Record<string, number> = {};
   for (const name of LIMIT_NAMES) requiredLimits[name] = adapter.limits[name];
+  const setting = options.kernels ?? parseKernelFamily(envVar("LISA_KERNELS"));
   const features: GPUFeatureName[] = adapter.features.has("shader-f16") ? ["shader-f16"] : [];
   if (options.profile && adapter.features.has("timestamp-query")) features.push("timestamp-query");
-  const device = await adapter.requestDevice({ requiredLimits, requiredFeatures: features });
+  const device = await requestDevice(adapter, requiredLimits, features);
   const i = adapter.info;
+  const description = i.description || i.device || "unknown";
+  const fallback = i.isFallbackAdapter ?? false;
   const info: AdapterReport = {
-    description: i.description || i.device || "unknown",
+    description,
     vendor: i.vendor,
     architecture: i.architecture,
     backend: backendFromEnv() ?? "default",
-    fallback: i.isFallbackAdapter ?? false,
+    fallback,
     f16: features.includes("shader-f16"),
+    subgroupSize: device.features.has("subgroups") ? (i.subgroupMaxSize ?? i.subgroupMinSize ?? 0) : 0,
+    kernels: resolveKernelFamily(setting, isSoftwareAdapter(description, fallback)),
     limits: {
       maxBufferSize: device.limits.maxBufferSize,
       maxStorageBufferBindingSize: device.limits.maxStorageBufferBindingSize,
@@ -442,4 +467,23 @@ export async function requestGpu(options: GpuOptions = {}): Promise<Gpu> {
     },
   };
   return new Gpu(device, info, options.profile);
+}
+
+/**
+ * The device with `features`, plus `subgroups` where the adapter grants it: Deno hides it from
+ * `adapter.features`, yet requesting it succeeds on Vulkan, so ask and fall back without it.
+ */
+async function requestDevice(
+  adapter: GPUAdapter,
+  requiredLimits: Record<string, number>,
+  features: GPUFeatureName[],
+): Promise<GPUDevice> {
+  try {
+    return await adapter.requestDevice({
+      requiredLimits,
+      requiredFeatures: [...features, "subgroups" as GPUFeatureName],
+    });
+  } catch {
+    return await adapter.requestDevice({ requiredLimits, requiredFeatures: features });
+  }
 }

@@ -4,7 +4,8 @@
  */
 import { parseArgs } from "node:util";
 import { type Gpu, requestGpu } from "../core/gpu.ts";
-import { matmul, type MatmulVariant } from "../core/ops/matmul.ts";
+import { matmul } from "../core/ops/matmul.ts";
+import { type MatmulVariant, matmulVariant } from "../kernels/select.ts";
 import { empty } from "../core/tensor.ts";
 import { fillKernel } from "../kernels/elementwise.ts";
 import { type StepConfig, torchMatmulMs, torchTrainStepMs } from "./peers.ts";
@@ -234,7 +235,20 @@ if (import.meta.main) {
   });
   const gpu = await requestGpu({ profile: values.profile });
   const benches: Record<string, (g: Gpu) => Promise<BenchResult[]>> = {
-    matmul: (g) => benchMatmul(g, g.cpuLike ? "packed" : "tiled"),
+    matmul: (g) =>
+      benchMatmul(
+        g,
+        matmulVariant(g.kernels, {
+          m: 1,
+          n: 1,
+          k: 1,
+          batch: 1,
+          transA: false,
+          transB: false,
+          strideA: 0,
+          strideB: 0,
+        }),
+      ),
     dispatch: benchDispatch,
     train_step: benchTrainStep,
   };

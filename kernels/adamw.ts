@@ -44,6 +44,7 @@ export function adamwKernel(n: number, c: AdamWConstants, textures = false): Ker
   return {
     name: "adamw",
     key: `n${n}_w${w}_b${c.beta1}_${c.beta2}_e${c.eps}_wd${c.weightDecay}_tex${+textures}`,
+    loops: 0,
     workgroups: grid(Math.ceil(n / w / 64)),
     code: `${
       textures
@@ -86,6 +87,7 @@ export function clipFactorKernel(maxNorm: number): Kernel {
   return {
     name: "clip_factor",
     key: `max${maxNorm}`,
+    loops: 0,
     workgroups: [1],
     code: `@group(0) @binding(0) var<storage, read> norm: array<f32>;
 @group(0) @binding(1) var<storage, read_write> clip: array<f32>;

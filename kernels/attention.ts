@@ -99,6 +99,7 @@ ${unroll(hd4, (d) => `acc${d} += p * qkv(row${jj}, 2u * C4 + h * HD4 + ${d}u);`,
   return {
     name: "attention_forward",
     key: key(s, src),
+    loops: Math.ceil(s.t / BLOCK),
     workgroups: grid(Math.ceil(n / ATTENTION_WG)),
     code: `${common(s, src, ["qkv"])}
 @group(0) @binding(1) var<storage, read_write> out: array<vec4<f32>>;
@@ -134,6 +135,7 @@ export function attentionBackwardQueryKernel(s: AttentionShape, src: AttentionSo
   return {
     name: "attention_backward_q",
     key: key(s, src),
+    loops: s.t,
     workgroups: grid(Math.ceil(n / ATTENTION_WG)),
     code: `${common(s, src, ["qkv", "o", "dout"])}
 @group(0) @binding(3) var<storage, read> lse: array<f32>;
@@ -170,6 +172,7 @@ export function attentionBackwardKeyValueKernel(s: AttentionShape, src: Attentio
   return {
     name: "attention_backward_kv",
     key: key(s, src),
+    loops: s.t,
     workgroups: grid(Math.ceil(n / ATTENTION_WG)),
     code: `${common(s, src, ["qkv", "dout"])}
 @group(0) @binding(2) var<storage, read> lse: array<f32>;
@@ -206,6 +209,7 @@ export function headsKernel(s: AttentionShape, parts: number, part: number, scat
   return {
     name: scatter ? "heads_scatter" : "heads_gather",
     key: `${key(s, "storage")}_p${parts}_${part}`,
+    loops: 0,
     workgroups: grid(Math.ceil(n / 64)),
     code: `@group(0) @binding(0) var<storage, read> src: array<f32>;
 @group(0) @binding(1) var<storage, read_write> dst: array<f32>;
@@ -229,6 +233,7 @@ export function causalSoftmaxKernel(rows: number, t: number, scale: number): Ker
   return {
     name: "causal_softmax",
     key: `r${rows}_t${t}_s${scale}`,
+    loops: 3 * t,
     workgroups: grid(Math.ceil(rows / 64)),
     code: `@group(0) @binding(0) var<storage, read> x: array<f32>;
 @group(0) @binding(1) var<storage, read_write> y: array<f32>;
@@ -254,6 +259,7 @@ export function causalSoftmaxBackwardKernel(rows: number, t: number, scale: numb
   return {
     name: "causal_softmax_backward",
     key: `r${rows}_t${t}_s${scale}`,
+    loops: 2 * t,
     workgroups: grid(Math.ceil(rows / 64)),
     code: `@group(0) @binding(0) var<storage, read> y: array<f32>;
 @group(0) @binding(1) var<storage, read> dy: array<f32>;

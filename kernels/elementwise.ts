@@ -41,6 +41,7 @@ export function elementwise(
   return {
     name,
     key: `n${n}_w${w}_${key}`,
+    loops: 0,
     workgroups: grid(Math.ceil(units / ELEMENTWISE_WG)),
     code: `${prelude}${decls}
 @compute @workgroup_size(${ELEMENTWISE_WG})

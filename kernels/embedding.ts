@@ -10,6 +10,7 @@ export function embeddingForwardKernel(n: number, v: number, d: number): Kernel 
   return {
     name: "embedding_forward",
     key: `n${n}_v${v}_d${d}`,
+    loops: 0,
     workgroups: grid(Math.ceil(n * d / 64)),
     code: `@group(0) @binding(0) var<storage, read> table: array<f32>;
 @group(0) @binding(1) var<storage, read> ids: array<u32>;
@@ -26,12 +27,13 @@ fn main(${WGSL_GRID_PARAMS}) {
 
 /**
  * dtable[tokens[u], j] = Σ dy[order[p], j] for p in [start[u], start[u+1]): `u` distinct tokens;
- * other rows of dtable must be zeroed beforehand.
+ * other rows of dtable must be zeroed beforehand. `maxRun` bounds the positions of any one token.
  */
-export function embeddingBackwardKernel(u: number, d: number): Kernel {
+export function embeddingBackwardKernel(u: number, d: number, maxRun: number): Kernel {
   return {
     name: "embedding_backward",
     key: `u${u}_d${d}`,
+    loops: maxRun,
     workgroups: grid(Math.ceil(u * d / 64)),
     code: `@group(0) @binding(0) var<storage, read> dy: array<f32>;
 @group(0) @binding(1) var<storage, read> order: array<u32>;

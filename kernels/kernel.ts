@@ -14,6 +14,31 @@ export interface Kernel {
   readonly code: string;
   /** Workgroups to dispatch, when the kernel knows (elementwise kernels do). */
   readonly workgroups?: readonly [number, number?, number?];
+  /**
+   * The most loop iterations one invocation runs, all loops together, nested ones counted (loops
+   * unrolled in the generated source count nothing). Dispatch refuses more than
+   * {@link MAX_LOOP_ITERATIONS}.
+   */
+  readonly loops: number;
+}
+
+/**
+ * llvmpipe ends an invocation's loops after 65,535 iterations in total and returns wrong numbers
+ * without a word, so no kernel may need more: long dimensions are split across invocations.
+ */
+export const MAX_LOOP_ITERATIONS = 65535;
+
+/** Raised when a kernel would run more loop iterations per invocation than every adapter allows. */
+export class KernelLimitError extends Error {}
+
+/** Throws {@link KernelLimitError} naming `kernel` when it needs more than MAX_LOOP_ITERATIONS. */
+export function checkLoops(kernel: Kernel): void {
+  if (!(kernel.loops <= MAX_LOOP_ITERATIONS)) {
+    throw new KernelLimitError(
+      `kernel ${kernel.name} [${kernel.key}] would run ${kernel.loops} loop iterations per invocation; ` +
+        `software adapters stop at ${MAX_LOOP_ITERATIONS} and return wrong numbers, so the op must split the work`,
+    );
+  }
 }
 
 /** Elements per invocation: 4 (vec4 loads, ~2.6× faster per element on llvmpipe) when every size divides by 4. */

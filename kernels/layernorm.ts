@@ -39,6 +39,7 @@ export function layerNormForwardKernel(rows: number, c: number, eps: number, xs:
   return {
     name: "layernorm_forward",
     key: `r${rows}_c${c}_e${eps}_${xs}`,
+    loops: 3 * cu,
     workgroups: grid(Math.ceil(rows / 64)),
     code: `${hsum}
 ${input("x", 0, c, xs)}
@@ -76,6 +77,7 @@ export function layerNormBackwardKernel(
   return {
     name: "layernorm_backward",
     key: `r${rows}_c${c}_${xs}_${dys}`,
+    loops: 2 * cu,
     workgroups: grid(Math.ceil(rows / 64)),
     code: `${hsum}
 ${input("x", 0, c, xs)}
@@ -123,6 +125,7 @@ export function layerNormParamPartialsKernel(
   return {
     name: "layernorm_param_partials",
     key: `r${rows}_c${c}_${xs}_${dys}`,
+    loops: COLUMN_CHUNK,
     workgroups: grid(Math.ceil((chunks * cu) / 64)),
     code: `${input("x", 0, c, xs)}
 @group(0) @binding(1) var<storage, read> mean: array<f32>;

@@ -60,6 +60,7 @@ export function matmulTiledKernel(s: MatmulShape): Kernel {
   return {
     name: "matmul_tiled",
     key: matmulKey(s),
+    loops: Math.ceil(k / BK) * (4 + BK * (4 + 4 + 4 * 5)) + 4 * 5,
     code: `@group(0) @binding(0) var<storage, read> a: array<f32>;
 @group(0) @binding(1) var<storage, read> b: array<f32>;
 @group(0) @binding(2) var<storage, read_write> cm: array<f32>;

@@ -116,6 +116,7 @@ export function packedDotKernel(s: MatmulShape): Kernel {
   return {
     name: "matmul_packed_dot",
     key: `${s.batch}x${m}x${n}x${s.k}${s.bias ? "_bias" : ""}`,
+    loops: l.kp / 4,
     code: `@group(0) @binding(0) var X: texture_storage_2d<rgba32float, read>;
 @group(0) @binding(1) var Y: texture_storage_2d<rgba32float, read>;
 ${outputDecls(s, aligned)}
@@ -155,6 +156,7 @@ export function packedOuterKernel(s: MatmulShape): Kernel {
   return {
     name: "matmul_packed_outer",
     key: `${s.batch}x${m}x${n}x${k}${s.bias ? "_bias" : ""}`,
+    loops: k,
     code: `@group(0) @binding(0) var X: texture_storage_2d<rgba32float, read>;
 @group(0) @binding(1) var Y: texture_storage_2d<rgba32float, read>;
 ${outputDecls(s, aligned)}
@@ -197,6 +199,7 @@ export function packKernel(
   return {
     name: "matmul_pack",
     key: `${batch}x${rows}x${cols}_${mode}_w${width}_r${itemRows}_s${stride}`,
+    loops: 0,
     code: `@group(0) @binding(0) var<storage, read> S: array<f32>;
 @group(0) @binding(1) var T: texture_storage_2d<rgba32float, write>;
 @compute @workgroup_size(8, 8)
@@ -228,6 +231,7 @@ export function transposePackKernel(
   return {
     name: "matmul_transpose_pack",
     key: `${batch}x${rows}x${cols}_w${width}_r${itemRows}`,
+    loops: 4,
     code: `@group(0) @binding(0) var I: texture_storage_2d<rgba32float, read>;
 @group(0) @binding(1) var T: texture_storage_2d<rgba32float, write>;
 @compute @workgroup_size(8, 8)

@@ -30,6 +30,7 @@ export function sumPartialsKernel(n: number, square: boolean, src: Source = "sto
   return {
     name: "sum_partials",
     key: `n${n}_sq${+square}_${src}`,
+    loops: Math.ceil(n / w / parts),
     workgroups: grid(Math.ceil(parts / 64)),
     code: `${input}
 @group(0) @binding(1) var<storage, read_write> partial: array<f32>;
@@ -52,6 +53,7 @@ export function sumFinishKernel(parts: number, scale: number, sqrt: boolean, slo
   return {
     name: "sum_finish",
     key: `p${parts}_c${scale}_sqrt${+sqrt}_at${slot}`,
+    loops: parts,
     workgroups: [1],
     code: `@group(0) @binding(0) var<storage, read> partial: array<f32>;
 @group(0) @binding(1) var<storage, read_write> out: array<f32>;
@@ -81,6 +83,7 @@ export function columnPartialsKernel(rows: number, cols: number, src: Source = "
   return {
     name: "column_partials",
     key: `r${rows}_c${cols}_${src}`,
+    loops: COLUMN_CHUNK,
     workgroups: grid(Math.ceil((chunks * units) / 64)),
     code: `${input}
 @group(0) @binding(1) var<storage, read_write> partial: array<${t}>;
@@ -106,6 +109,7 @@ export function columnFinishKernel(chunks: number, cols: number): Kernel {
   return {
     name: "column_finish",
     key: `k${chunks}_c${cols}`,
+    loops: chunks,
     workgroups: grid(Math.ceil(units / 64)),
     code: `@group(0) @binding(0) var<storage, read> partial: array<${t}>;
 @group(0) @binding(1) var<storage, read_write> out: array<${t}>;
@@ -125,6 +129,7 @@ export function l2NormBackwardKernel(n: number): Kernel {
   return {
     name: "l2norm_backward",
     key: `n${n}`,
+    loops: 0,
     workgroups: grid(Math.ceil(n / 64)),
     code: `@group(0) @binding(0) var<storage, read> x: array<f32>;
 @group(0) @binding(1) var<storage, read> norm: array<f32>;

@@ -25,6 +25,7 @@ export function xentRowsKernel(rows: number, v: number, src: Source = "storage")
   return {
     name: "xent_rows",
     key: `r${rows}_v${v}_${src}`,
+    loops: 2 * vu,
     workgroups: grid(Math.ceil(rows / 64)),
     code: `${floatInput("xent_rows", "x", 0, w, src)}
 @group(0) @binding(1) var<storage, read> tgt: array<u32>;
@@ -58,6 +59,7 @@ export function xentFinishKernel(rows: number): Kernel {
   return {
     name: "xent_finish",
     key: `r${rows}`,
+    loops: rows,
     workgroups: [1],
     code: `@group(0) @binding(0) var<storage, read> rowloss: array<f32>;
 @group(0) @binding(1) var<storage, read> mask: array<f32>;
@@ -98,6 +100,7 @@ export function xentBackwardKernel(
   return {
     name: "xent_backward",
     key: `r${rows}_v${v}_inplace${+inPlace}_${src}`,
+    loops: 0,
     workgroups: grid(Math.ceil((rows * vu) / 64)),
     code: `${
       inPlace

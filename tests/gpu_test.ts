@@ -1,6 +1,8 @@
 import { deepEqual, equal, ok, rejects, throws } from "node:assert/strict";
 import { NoAdapterError, requestGpu } from "../core/gpu.ts";
 import { KernelCompileError } from "../kernels/cache.ts";
+import { KernelLimitError } from "../kernels/kernel.ts";
+import { isSoftwareAdapter, parseKernelFamily, resolveKernelFamily } from "../kernels/select.ts";
 import { backward } from "../core/autograd.ts";
 import { gelu } from "../core/ops/gelu.ts";
 import { matmul } from "../core/ops/matmul.ts";
@@ -23,6 +25,7 @@ gpuTest("a WGSL error names the kernel and its sizes, and the step is dropped", 
   const bad = {
     name: "broken_kernel",
     key: "n8_v2",
+    loops: 0,
     code: "@compute @workgroup_size(1) fn main() { let x: f32 = 1u; }",
   };
   gpu.dispatch(bad, [], [1]);
@@ -36,6 +39,40 @@ gpuTest("a WGSL error names the kernel and its sizes, and the step is dropped", 
   const t = fromArray(gpu, [1, 2], [2]);
   deepEqual([...await scale(t, 3).download()], [3, 6]);
 });
+
+gpuTest("a kernel needing more than 65,535 loop iterations per invocation is refused, naming it", (gpu) => {
+  const long = {
+    name: "long_loop",
+    key: "n70000",
+    loops: 70000,
+    code: "@compute @workgroup_size(1) fn main() { for (var i = 0u; i < 70000u; i++) {} }",
+  };
+  throws(() => gpu.dispatch(long, [], [1]), (e: Error) => {
+    ok(e instanceof KernelLimitError);
+    ok(e.message.includes("long_loop [n70000] would run 70000 loop iterations"), e.message);
+    return true;
+  });
+  gpu.dispatch({ ...long, key: "n65535", loops: 65535 }, [], [1]);
+});
+
+Deno.test("LISA_KERNELS picks a family; auto follows the adapter; anything else is refused by name", () => {
+  equal(parseKernelFamily(undefined), "auto");
+  equal(parseKernelFamily(""), "auto");
+  equal(parseKernelFamily("gpu"), "gpu");
+  equal(parseKernelFamily("software"), "software");
+  throws(() => parseKernelFamily("cuda"), /LISA_KERNELS=cuda: expected one of auto, gpu, software/);
+  equal(resolveKernelFamily("auto", true), "software");
+  equal(resolveKernelFamily("auto", false), "gpu");
+  equal(resolveKernelFamily("gpu", true), "gpu");
+  equal(resolveKernelFamily("software", false), "software");
+  ok(isSoftwareAdapter("llvmpipe (LLVM 15.0.6, 256 bits)", false));
+  ok(!isSoftwareAdapter("NVIDIA H200", false));
+});
+
+gpuTest("a device asked for the GPU kernels on any adapter runs them", (gpu) => {
+  equal(gpu.kernels, "gpu");
+  equal(gpu.info.kernels, "gpu");
+}, { kernels: "gpu" });
 
 gpuTest("a tensor beyond the binding limit is refused by the op, naming op, tensor and limit", (gpu) => {
   const limit = gpu.info.limits.maxStorageBufferBindingSize;

@@ -1,28 +1,40 @@
 /** Test helpers: one shared device, seeded random data, closeness checks, finite differences. */
 import { type Gpu, requestGpu } from "../core/gpu.ts";
 import { backward } from "../core/autograd.ts";
+import type { KernelFamily } from "../kernels/select.ts";
 import { fromArray, type Tensor } from "../core/tensor.ts";
 
-let shared: Promise<Gpu> | null = null;
+const shared = new Map<string, Promise<Gpu>>();
 
-/** The device every test shares (one adapter request per process). */
-export function testGpu(): Promise<Gpu> {
-  shared ??= requestGpu();
-  return shared;
+/**
+ * The device tests share: one per kernel family asked for (default: the family LISA_KERNELS or the
+ * adapter gives), so a software adapter also checks the GPU kernels' numbers.
+ */
+export function testGpu(kernels?: KernelFamily): Promise<Gpu> {
+  const key = kernels ?? "default";
+  let gpu = shared.get(key);
+  if (!gpu) {
+    gpu = requestGpu({ kernels });
+    shared.set(key, gpu);
+  }
+  return gpu;
 }
+
+/** Both kernel families, for tests that check every kernel against the same reference. */
+export const KERNEL_FAMILIES: readonly KernelFamily[] = ["gpu", "software"];
 
 /** Deno.test for GPU work: the device's long-lived promises are not leaks. */
 export function gpuTest(
   name: string,
   fn: (gpu: Gpu) => Promise<void> | void,
-  options: { ignore?: boolean } = {},
+  options: { ignore?: boolean; kernels?: KernelFamily } = {},
 ): void {
   Deno.test({
     name,
     ignore: options.ignore,
     sanitizeOps: false,
     sanitizeResources: false,
-    fn: async () => fn(await testGpu()),
+    fn: async () => fn(await testGpu(options.kernels)),
   });
 }
 

@@ -13,6 +13,7 @@ import {
   causalSoftmaxKernel,
   headsKernel,
 } from "../../kernels/attention.ts";
+import { attentionReadsTextures } from "../../kernels/select.ts";
 import { record } from "../autograd.ts";
 import type { Binding } from "../gpu.ts";
 import type { TextureAllocation } from "../memory.ts";
@@ -56,8 +57,9 @@ export function attention(qkv: Tensor, nHead: number, options: AttentionOptions 
 function chooseSource(qkv: Tensor, s: AttentionShape, forced?: AttentionSource): AttentionSource {
   if (forced) return forced;
   const max = qkv.gpu.info.limits.maxTextureDimension2D;
-  const fits = (3 * s.h * s.hd) / 4 <= max && s.b * s.t <= max;
-  return qkv.gpu.cpuLike && fits ? "texture" : "storage";
+  return attentionReadsTextures(qkv.gpu.kernels, (3 * s.h * s.hd) / 4, s.b * s.t, max)
+    ? "texture"
+    : "storage";
 }
 
 function attentionFused(qkv: Tensor, s: AttentionShape, forced?: AttentionSource): Tensor {

@@ -64,7 +64,9 @@ export function embedding(table: Tensor, ids: Tensor, hostIds: ArrayLike<number>
       fromArray(gpu, start, [start.length], { dtype: "u32", name: "emb_start" }),
       fromArray(gpu, order, [order.length], { dtype: "u32", name: "emb_order" }),
     ]);
-    gpu.dispatch(embeddingBackwardKernel(tokens.length, d), [
+    let maxRun = 0;
+    for (let i = 0; i < tokens.length; i++) maxRun = Math.max(maxRun, start[i + 1] - start[i]);
+    gpu.dispatch(embeddingBackwardKernel(tokens.length, d, maxRun), [
       g.binding("embedding"),
       tOrder.binding("embedding"),
       tStart.binding("embedding"),

@@ -4,14 +4,14 @@
  * transB) shared by every row of a, or b with the same batch dimensions as a.
  */
 import { type MatmulShape, matmulTiledKernel, tiledGrid } from "../../kernels/matmul.ts";
+import { type MatmulVariant, matmulVariant } from "../../kernels/select.ts";
 import { needsGrad, record } from "../autograd.ts";
 import { empty, type Tensor } from "../tensor.ts";
 import { expectF32, expectSameGpu, fmt } from "./checks.ts";
 import { runPacked } from "./matmul_packed.ts";
 import { sumColumns } from "./reduce.ts";
 
-/** Kernel variants: workgroup-memory tiles (GPUs) or texture-read register blocks (software adapters). */
-export type MatmulVariant = "tiled" | "packed";
+export type { MatmulVariant };
 
 /** Options of {@link matmul}. */
 export interface MatmulOptions {
@@ -19,7 +19,7 @@ export interface MatmulOptions {
   transA?: boolean;
   /** b is stored N×K and used transposed. */
   transB?: boolean;
-  /** Force a kernel variant (default: packed on software adapters, tiled elsewhere). */
+  /** Force a kernel variant (default: the device's kernel family picks, see kernels/select.ts). */
   variant?: MatmulVariant;
   /** A bias [N] added to every row, fused into the kernel's store (b must be 2-D). */
   bias?: Tensor;
@@ -41,7 +41,7 @@ export function runMatmul(
   const gpu = a.gpu;
   if (!!s.bias !== !!bias) throw new Error("runMatmul: the bias tensor and the problem's bias flag disagree");
   const c = out ?? empty(gpu, shape, { name: "matmul" });
-  const packed = (variant ?? (gpu.cpuLike ? "packed" : "tiled")) === "packed";
+  const packed = (variant ?? matmulVariant(gpu.kernels, s)) === "packed";
   // The tiled kernel also serves packed requests whose textures would exceed the device's limit.
   if (!packed || !runPacked(a, b, c, s, undefined, bias)) {
     const bindings = [a.binding("matmul"), b.binding("matmul"), c.binding("matmul")];

@@ -6,6 +6,7 @@
  */
 import { FLAT_WIDTH, type Source } from "../../kernels/kernel.ts";
 import { packKernel, transposePackKernel } from "../../kernels/matmul_packed.ts";
+import { readsThroughTexture } from "../../kernels/select.ts";
 import type { Binding, Gpu } from "../gpu.ts";
 import type { TextureAllocation } from "../memory.ts";
 import type { Tensor } from "../tensor.ts";
@@ -75,9 +76,6 @@ export function pack(
   return tex;
 }
 
-/** Smallest tensor worth a texture copy: below it the copy's fixed cost outweighs the cheaper reads. */
-const FLAT_MIN_ELEMENTS = 1 << 14;
-
 /** A tensor made readable for kernels built with `vec4Input`. */
 export interface Vec4Input {
   /** What to bind. */
@@ -99,8 +97,14 @@ export function vec4Input(t: Tensor, op: string, w: 1 | 4): Vec4Input {
   const gpu = t.gpu;
   const units = t.size / 4;
   const rows = Math.ceil(units / FLAT_WIDTH);
-  const useTexture = w === 4 && gpu.cpuLike && t.size % 4 === 0 && t.size >= FLAT_MIN_ELEMENTS &&
-    rows <= gpu.info.limits.maxTextureDimension2D && t.byteOffset % 16 === 0;
+  const useTexture = readsThroughTexture(
+    gpu.kernels,
+    w,
+    t.size,
+    t.byteOffset,
+    rows,
+    gpu.info.limits.maxTextureDimension2D,
+  );
   if (!useTexture) return { binding, src: "storage", done: () => {} };
   const tex = gpu.memory.allocTexture(FLAT_WIDTH, rows, "workspace", `${op}_input`);
   const full = Math.floor(units / FLAT_WIDTH);
