@@ -137,6 +137,7 @@ export class Gpu {
   #labels: string[] = [];
   #dispatches = 0;
   #submits = 0;
+  #readbacks = 0;
   #lost: string | null = null;
   #querySet: GPUQuerySet | null = null;
   #queryNames: string[] = [];
@@ -174,6 +175,11 @@ export class Gpu {
   /** Submits made so far on this device. */
   get submits(): number {
     return this.#submits;
+  }
+
+  /** Host reads (each a wait of ≥ 10 ms in Deno) settled or pending so far on this device. */
+  get readbacks(): number {
+    return this.#readbacks;
   }
 
   /**
@@ -365,6 +371,7 @@ export class Gpu {
 
   #settleReads(): void {
     for (const r of this.#reads.splice(0)) {
+      this.#readbacks++;
       r.alloc.buffer.mapAsync(GPUMapMode.READ).then(() => {
         const data = r.alloc.buffer.getMappedRange(0, Math.ceil(r.bytes / 4) * 4).slice(0, r.bytes);
         r.alloc.buffer.unmap();

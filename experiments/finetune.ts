@@ -23,7 +23,7 @@ import { LisaMethod, type StatePolicy } from "../core/finetune/lisa.ts";
 import { LoraMethod } from "../core/finetune/lora.ts";
 import { FullMethod } from "../core/finetune/full.ts";
 import type { FinetuneMethod } from "../core/finetune/method.ts";
-import { type EvalRecord, type StepRecord, train } from "../core/finetune/trainer.ts";
+import { type EvalRecord, msPerStep, type StepRecord, train } from "../core/finetune/trainer.ts";
 import { type Gpu, requestGpu } from "../core/gpu.ts";
 import { loadGPT2, saveGPT2 } from "../core/io/hf.ts";
 import { writeFileAtomic } from "../core/io/safetensors.ts";
@@ -98,8 +98,13 @@ export interface FinetuneMetrics {
   /** Mean loss over all held-out data after training (null without validation data). */
   finalValLoss: number | null;
   tokensPerSec: number;
+  /** Mean ms per step (core/finetune/trainer.ts's msPerStep: compiles excluded). */
   msPerStep: number;
+  /** Kernels compiled during the run and their host time (not part of msPerStep). */
+  compiles: { count: number; ms: number };
   adapter: string;
+  /** Kernel family the device ran (gpu or software). */
+  kernels: string;
 }
 
 /** The method named in `o`, set up on `model`. */
@@ -185,8 +190,7 @@ export async function finetune(o: FinetuneOptions): Promise<FinetuneMetrics> {
         o.quiet || progress.note(`finetune: step ${r.step} validation loss ${r.loss.toFixed(4)}`),
     });
     const finalValLoss = valBatches.length ? (await evaluate(model, valBatches)).loss : null;
-    const timed = result.steps.filter((r) => r.ms > 0);
-    const msPerStep = timed.reduce((s, r) => s + r.ms, 0) / Math.max(1, timed.length);
+    const ms = msPerStep(result.steps);
     const metrics: FinetuneMetrics = {
       method: o.method,
       config: configOf(o, method, warmup),
@@ -202,9 +206,11 @@ export async function finetune(o: FinetuneOptions): Promise<FinetuneMetrics> {
       peak: { total: result.peakTotal, ...result.peak },
       evals: result.evals,
       finalValLoss,
-      tokensPerSec: msPerStep > 0 ? tokensPerStep / (msPerStep / 1000) : 0,
-      msPerStep,
+      tokensPerSec: ms > 0 ? tokensPerStep / (ms / 1000) : 0,
+      msPerStep: ms,
+      compiles: { count: result.compiles, ms: result.compileMs },
       adapter: gpu.info.description,
+      kernels: gpu.kernels,
     };
     if (o.out) await writeOutputs(o, model, method, keyStyle, metrics);
     optimizer.dispose();
@@ -254,11 +260,9 @@ async function writeOutputs(
   } else {
     await saveGPT2(model, out, keyStyle);
   }
-  const { evals, finalValLoss, tokensPerSec, msPerStep, adapter, ...required } = metrics;
-  await writeFileAtomic(
-    `${out}/metrics.json`,
-    JSON.stringify({ ...required, evals, finalValLoss, tokensPerSec, msPerStep, adapter }, null, 1) + "\n",
-  );
+  const { evals, finalValLoss, tokensPerSec, msPerStep, compiles, adapter, kernels, ...required } = metrics;
+  const rest = { evals, finalValLoss, tokensPerSec, msPerStep, compiles, adapter, kernels };
+  await writeFileAtomic(`${out}/metrics.json`, JSON.stringify({ ...required, ...rest }, null, 1) + "\n");
 }
 
 /** Parses the CLI's flags into options; throws naming the flag on bad values. */

@@ -245,6 +245,7 @@ export async function experiment(o: ExperimentOptions): Promise<{ dir: string; r
     env: {
       adapter: gpu.info.description,
       backend: gpu.info.backend,
+      kernels: gpu.kernels,
       deno: Deno.version.deno,
       os: `${Deno.build.os} ${Deno.build.arch}`,
       commit,

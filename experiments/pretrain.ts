@@ -12,7 +12,7 @@ import { evalWindows, splitTrainVal, StreamBatcher, type StreamBatcherState } fr
 import { tokenizerFor } from "../core/data/tokenizer.ts";
 import { evaluate } from "../core/evaluate.ts";
 import { FullMethod } from "../core/finetune/full.ts";
-import { type EvalRecord, type StepRecord, train } from "../core/finetune/trainer.ts";
+import { type EvalRecord, msPerStep, type StepRecord, train } from "../core/finetune/trainer.ts";
 import { loadCheckpoint, saveCheckpoint } from "../core/io/checkpoint.ts";
 import { saveGPT2 } from "../core/io/hf.ts";
 import { writeFileAtomic } from "../core/io/safetensors.ts";
@@ -141,10 +141,8 @@ export async function pretrain(o: PretrainOptions): Promise<PretrainResult> {
   const final = await evaluate(model, allEval);
   await saveGPT2(model, o.out);
   await writeBin(`${o.out}/val.bin`, valTokens);
-  const timed = steps.filter((r) => r.ms > 0);
-  const tokensPerSec = timed.length
-    ? (tokensPerStep * timed.length) / (timed.reduce((s, r) => s + r.ms, 0) / 1000)
-    : 0;
+  const ms = msPerStep(steps);
+  const tokensPerSec = ms > 0 ? tokensPerStep / (ms / 1000) : 0;
   const metrics: PretrainResult = {
     preset: p.name,
     seed: o.seed,

@@ -10,7 +10,16 @@ export interface ExperimentRecord {
   command: string;
   configHash: string;
   config: Record<string, unknown>;
-  env: { adapter: string; backend: string; deno: string; os: string; commit: string; dirty: boolean };
+  env: {
+    adapter: string;
+    backend: string;
+    /** Kernel family run (gpu or software). */
+    kernels: string;
+    deno: string;
+    os: string;
+    commit: string;
+    dirty: boolean;
+  };
   base: { dir: string; reused: boolean; valLoss: number; steps: number; seconds: number };
   specs: MethodSpec[];
   /** Main runs by method key, per task. */
@@ -45,6 +54,7 @@ export function resultsJson(r: ExperimentRecord): Record<string, unknown> {
       accuracy: a.accuracy,
       msPerStep: d.msPerStep,
       tokensPerSec: d.tokensPerSec,
+      compiles: d.compiles,
       memory: { peakBytes: d.memory.peakBytes, peak: d.memory.peak },
       lr: d.lr,
       tasks: { definitions: summary(d), arithmetic: summary(a) },
@@ -75,6 +85,7 @@ function summary(x: RunResult): Record<string, unknown> {
     accuracy: x.accuracy,
     msPerStep: x.msPerStep,
     tokensPerSec: x.tokensPerSec,
+    compiles: x.compiles,
     memory: x.memory,
     lr: x.lr,
   };
@@ -168,7 +179,7 @@ export function markdown(r: ExperimentRecord): string {
   const lines: string[] = [];
   lines.push(`# LISA vs LoRA vs full fine-tuning — ${r.config.preset} preset`, "");
   lines.push(
-    `Run with \`${r.command}\` on ${r.env.adapter} (backend ${r.env.backend}), Deno ${r.env.deno}, ${r.env.os}, commit ${r.env.commit}${
+    `Run with \`${r.command}\` on ${r.env.adapter} (backend ${r.env.backend}, ${r.env.kernels} kernels), Deno ${r.env.deno}, ${r.env.os}, commit ${r.env.commit}${
       r.env.dirty ? " (with uncommitted changes)" : ""
     }; config hash \`${r.configHash}\`; ${Math.round(r.seconds)} s in all.`,
     "",
@@ -206,6 +217,11 @@ export function markdown(r: ExperimentRecord): string {
       } | ${mib(d.memory.peakBytes)} | ${f(d.msPerStep, 0)} | ${f(d.tokensPerSec, 0)} |`,
     );
   }
+  lines.push(
+    "",
+    "ms/step: wall-clock per step averaged over each window between loss readbacks, definitions task; " +
+      "kernel compiles, evaluations and the weight-norm samples are not counted.",
+  );
   lines.push("", "### Peak memory by category (MiB, definitions task, our exact accounting)", "");
   lines.push(...memoryHeader());
   for (const k of keys) lines.push(memoryRow(label(r, k), r.runs[k].definitions.memory));

@@ -11,7 +11,7 @@ import { LisaMethod, type StatePolicy } from "../core/finetune/lisa.ts";
 import { LoraMethod } from "../core/finetune/lora.ts";
 import { FullMethod } from "../core/finetune/full.ts";
 import type { FinetuneMethod } from "../core/finetune/method.ts";
-import { train } from "../core/finetune/trainer.ts";
+import { msPerStep, train } from "../core/finetune/trainer.ts";
 import { greedyComplete } from "../core/generate.ts";
 import type { Gpu } from "../core/gpu.ts";
 import { downloadParameters, loadGPT2 } from "../core/io/hf.ts";
@@ -78,8 +78,11 @@ export interface RunResult {
   accuracy: number | null;
   /** Held-out examples behind evalLoss and accuracy. */
   heldOut: number;
+  /** Mean ms per step (core/finetune/trainer.ts's msPerStep: compiles excluded). */
   msPerStep: number;
   tokensPerSec: number;
+  /** Kernels compiled during the run and their host time (not part of msPerStep). */
+  compiles: { count: number; ms: number };
   memory: { peakBytes: number; peak: CategoryBytes };
   /** Per-step peak bytes by category and the blocks active at that step (the memory timeline). */
   timeline: { step: number; memory: CategoryBytes; activeLayers: number[] }[];
@@ -283,8 +286,7 @@ export async function runOne(gpu: Gpu, r: RunSpec): Promise<RunResult> {
     });
     const evalLoss = (await evaluate(model, evalExampleBatches(valEx, r.blockSize, r.batchSize))).loss;
     const accuracy = r.accuracy ? await exactMatch(model, r.task, r.batchSize, r.blockSize) : null;
-    const timed = result.steps.slice(1).filter((s) => s.ms > 0); // the first step compiles kernels
-    const msPerStep = timed.reduce((s, x) => s + x.ms, 0) / Math.max(1, timed.length);
+    const ms = msPerStep(result.steps);
     optimizer.dispose();
     return {
       key: r.spec.key,
@@ -295,8 +297,9 @@ export async function runOne(gpu: Gpu, r: RunSpec): Promise<RunResult> {
       evalLoss,
       accuracy,
       heldOut: r.task.val.length,
-      msPerStep,
-      tokensPerSec: msPerStep > 0 ? (r.batchSize * r.blockSize) / (msPerStep / 1000) : 0,
+      msPerStep: ms,
+      tokensPerSec: ms > 0 ? (r.batchSize * r.blockSize) / (ms / 1000) : 0,
+      compiles: { count: result.compiles, ms: result.compileMs },
       memory: { peakBytes: result.peakTotal, peak: result.peak },
       timeline: result.steps.map((s) => ({ step: s.step, memory: s.memory, activeLayers: s.activeLayers })),
       norms: norms?.result(),

@@ -1,9 +1,9 @@
 /**
  * The training loop, the same for every method: per step, the method picks the trainable set, the
  * model's loss is recorded with its backward, AdamW updates what has gradients, gradients are
- * released, and the step is submitted once. Losses are read back one step late, so waiting for a
- * loss overlaps the next step's GPU work. A NaN or infinite loss stops the run, naming the step and
- * the last checkpoint.
+ * released, and the step is submitted once. Losses stay on the GPU and are read back once every
+ * `readEvery` steps, so no step waits for the GPU. A NaN or infinite loss stops the run at that
+ * read, naming the step and the last checkpoint.
  */
 import { backward } from "../autograd.ts";
 import type { Batch } from "../data/batches.ts";
@@ -12,7 +12,7 @@ import type { CategoryBytes } from "../memory.ts";
 import type { GPT } from "../nn/gpt.ts";
 import type { AdamW } from "../optim/adamw.ts";
 import type { Schedule } from "../optim/schedule.ts";
-import { tidy } from "../tensor.ts";
+import { empty, tidy, withCategory } from "../tensor.ts";
 import type { FinetuneMethod } from "./method.ts";
 
 /** One step's measurements. */
@@ -31,8 +31,10 @@ export interface StepRecord {
   memory: CategoryBytes;
   /** Peak live bytes of all categories together during the step. */
   peakTotal: number;
-  /** Wall-clock milliseconds from the step's start to the next step's start (or to its loss, when
-   * an evaluation or checkpoint follows). */
+  /**
+   * Wall-clock milliseconds per step, averaged over the step's read window (losses are read once
+   * per window); pipeline compiles, evaluations, checkpoints and `afterStep` are not counted.
+   */
   ms: number;
 }
 
@@ -71,11 +73,16 @@ export interface TrainSetup {
   evalBatches?: Batch[];
   /** Also evaluate before the first step (when starting at step 0). */
   evalAtStart?: boolean;
-  /** Called after each step with its record (progress bars, logs). */
+  /**
+   * Steps between loss readbacks (default {@link DEFAULT_READ_EVERY}); losses are also read before
+   * every evaluation and checkpoint and at the end. A non-finite loss is seen at the next read.
+   */
+  readEvery?: number;
+  /** Called for each step once its loss is read (progress bars, logs). */
   onStep?: (r: StepRecord) => void;
   /**
-   * Awaited after each step once its loss is known, outside every step's memory window (for
-   * measurements such as weight norms that must not count as the step's memory).
+   * Awaited after each read window with its last step's record, outside every step's memory window
+   * and time (for measurements such as weight norms, which then see that step's weights).
    */
   afterStep?: (r: StepRecord) => Promise<void>;
   /** Called after each evaluation. */
@@ -96,21 +103,38 @@ export interface TrainResult {
   peak: CategoryBytes;
   /** Peak live bytes of all categories together over the run. */
   peakTotal: number;
+  /** Kernels compiled during the run (each size of a kernel compiles once per device). */
+  compiles: number;
+  /** Host milliseconds spent compiling them (excluded from every step's `ms`). */
+  compileMs: number;
+}
+
+/** Steps between loss readbacks when {@link TrainSetup.readEvery} is not given. */
+export const DEFAULT_READ_EVERY = 10;
+
+/**
+ * The framework's one definition of ms/step: the mean of the steps' `ms` (wall-clock per step over
+ * each read window, pipeline compiles, evaluations, checkpoints and `afterStep` excluded); 0 for none.
+ */
+export function msPerStep(steps: readonly StepRecord[]): number {
+  return steps.length ? steps.reduce((s, r) => s + r.ms, 0) / steps.length : 0;
 }
 
 /** Runs steps [startStep, steps) and returns their records. */
 export async function train(s: TrainSetup): Promise<TrainResult> {
   const gpu = s.model.gpu;
+  const readEvery = s.readEvery ?? DEFAULT_READ_EVERY;
+  if (!Number.isInteger(readEvery) || readEvery < 1) {
+    throw new Error(`train: readEvery must be a whole number ≥ 1, got ${readEvery}`);
+  }
   const records: StepRecord[] = [];
   const evals: EvalRecord[] = [];
   let lastCheckpoint = "none yet";
-  let pending: {
-    record: StepRecord;
-    start: number;
-    loss: Promise<Float32Array | Uint32Array>;
-    norm?: Promise<Float32Array | Uint32Array>;
-  } | null = null;
   await gpu.submit();
+  const compiles0 = { count: gpu.pipelines.size, ms: gpu.pipelines.compileMs };
+  // Each step's loss (and gradient norm) is copied into a slot of this log on the GPU; the log is
+  // read once per window, so a step waits for nothing (every wait costs ≥ 10 ms in Deno).
+  const log = withCategory("workspace", () => empty(gpu, [2, readEvery], { name: "loss_log" }));
   const before = gpu.memory.stats();
   const runPeak = { ...before.live };
   let runPeakTotal = before.liveTotal;
@@ -120,75 +144,90 @@ export async function train(s: TrainSetup): Promise<TrainResult> {
     s.onEval?.(r);
   };
   if (s.evalAtStart && s.evalBatches && !s.startStep) await runEval(0, s.evalBatches);
-  const settle = async () => {
-    if (!pending) return;
-    const p = pending;
-    pending = null;
-    p.record.loss = (await p.loss)[0];
-    if (p.norm) p.record.gradNorm = (await p.norm)[0];
-    if (p.record.ms === 0) p.record.ms = performance.now() - p.start;
-    if (!Number.isFinite(p.record.loss)) {
-      throw new TrainingDivergedError(
-        `training diverged: loss is ${p.record.loss} at step ${p.record.step}; last checkpoint: ${lastCheckpoint}`,
-      );
+  let window: StepRecord[] = [];
+  let windowStart = performance.now();
+  let windowCompileMs = gpu.pipelines.compileMs;
+  /** Reads the window's losses, times its steps, and hands them out; throws on a non-finite loss. */
+  const flush = async () => {
+    if (window.length === 0) return;
+    const steps = window;
+    window = [];
+    const values = await log.download();
+    const compileMs = gpu.pipelines.compileMs - windowCompileMs;
+    const ms = (performance.now() - windowStart - compileMs) / steps.length;
+    steps.forEach((r, i) => {
+      r.loss = values[i];
+      if (r.gradNorm !== undefined) r.gradNorm = values[readEvery + i];
+      r.ms = ms;
+    });
+    for (const r of steps) {
+      if (!Number.isFinite(r.loss)) {
+        throw new TrainingDivergedError(
+          `training diverged: loss is ${r.loss} at step ${r.step}; last checkpoint: ${lastCheckpoint}`,
+        );
+      }
+      records.push(r);
+      s.onStep?.(r);
     }
-    records.push(p.record);
-    s.onStep?.(p.record);
+    if (s.afterStep) await s.afterStep(steps[steps.length - 1]);
+    windowStart = performance.now();
+    windowCompileMs = gpu.pipelines.compileMs;
   };
-  for (let step = s.startStep ?? 0; step < s.steps; step++) {
-    const start = performance.now();
-    if (pending) pending.record.ms = start - pending.start;
-    const batch = s.nextBatch();
-    await s.method.beginStep(step, s.optimizer);
-    gpu.memory.resetPeak();
-    const lr = s.schedule(step);
-    const loss = tidy(() => s.model.loss(batch));
-    backward(loss);
-    const params = s.method.trainable();
-    const result = s.optimizer.step(params, lr, s.maxGradNorm);
-    for (const [, p] of params) p.zeroGrad();
-    const lossRead = loss.read();
-    const normRead = result?.gradNorm.read();
-    loss.dispose();
-    result?.gradNorm.dispose();
-    const stats = gpu.memory.stats();
-    await gpu.submit();
-    await settle();
-    pending = {
-      record: {
+  try {
+    for (let step = s.startStep ?? 0; step < s.steps; step++) {
+      const batch = s.nextBatch();
+      await s.method.beginStep(step, s.optimizer);
+      gpu.memory.resetPeak();
+      const lr = s.schedule(step);
+      const loss = tidy(() => s.model.loss(batch));
+      backward(loss);
+      const params = s.method.trainable();
+      const result = s.optimizer.step(params, lr, s.maxGradNorm);
+      for (const [, p] of params) p.zeroGrad();
+      const slot = window.length;
+      gpu.copy(loss.buffer, loss.byteOffset, log.buffer, log.byteOffset + slot * 4, 4);
+      if (result) {
+        const at = log.byteOffset + (readEvery + slot) * 4;
+        gpu.copy(result.gradNorm.buffer, result.gradNorm.byteOffset, log.buffer, at, 4);
+      }
+      loss.dispose();
+      result?.gradNorm.dispose();
+      const stats = gpu.memory.stats();
+      await gpu.submit();
+      window.push({
         step,
         loss: NaN,
         lr,
+        gradNorm: result ? NaN : undefined,
         activeLayers: s.method.activeLayers(),
         memory: stats.peak,
         peakTotal: stats.peakTotal,
         ms: 0,
-      },
-      start,
-      loss: lossRead,
-      norm: normRead,
-    };
-    for (const [c, v] of Object.entries(stats.peak) as [keyof CategoryBytes, number][]) {
-      runPeak[c] = Math.max(runPeak[c], v);
+      });
+      for (const [c, v] of Object.entries(stats.peak) as [keyof CategoryBytes, number][]) {
+        runPeak[c] = Math.max(runPeak[c], v);
+      }
+      runPeakTotal = Math.max(runPeakTotal, stats.peakTotal);
+      const done = step + 1;
+      const last = done === s.steps;
+      const evalNow = !!(s.evalBatches && s.evalEvery && (done % s.evalEvery === 0 || last));
+      const checkpointNow =
+        !!(s.checkpoint && ((s.checkpointEvery && done % s.checkpointEvery === 0) || last));
+      if (window.length === readEvery || last || evalNow || checkpointNow) await flush();
+      if (evalNow) await runEval(done, s.evalBatches!);
+      if (checkpointNow) lastCheckpoint = `${await s.checkpoint!(done)} (after step ${done})`;
+      if (evalNow || checkpointNow) windowStart = performance.now();
     }
-    runPeakTotal = Math.max(runPeakTotal, stats.peakTotal);
-    if (s.afterStep) {
-      // Measurements must see this step's weights, so settle now instead of one step late.
-      const record = pending.record;
-      await settle();
-      await s.afterStep(record);
-    }
-    const done = step + 1;
-    const last = done === s.steps;
-    if (s.evalBatches && s.evalEvery && (done % s.evalEvery === 0 || last)) {
-      await settle();
-      await runEval(done, s.evalBatches);
-    }
-    if (s.checkpoint && ((s.checkpointEvery && done % s.checkpointEvery === 0) || last)) {
-      await settle();
-      lastCheckpoint = `${await s.checkpoint(done)} (after step ${done})`;
-    }
+    await flush();
+  } finally {
+    log.dispose();
   }
-  await settle();
-  return { steps: records, evals, peak: runPeak, peakTotal: runPeakTotal };
+  return {
+    steps: records,
+    evals,
+    peak: runPeak,
+    peakTotal: runPeakTotal,
+    compiles: gpu.pipelines.size - compiles0.count,
+    compileMs: gpu.pipelines.compileMs - compiles0.ms,
+  };
 }

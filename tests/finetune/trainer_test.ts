@@ -1,10 +1,11 @@
-import { equal, ok, rejects } from "node:assert/strict";
+import { deepEqual, equal, ok, rejects } from "node:assert/strict";
 import { StreamBatcher } from "../../core/data/batches.ts";
 import { FullMethod } from "../../core/finetune/full.ts";
 import { train, TrainingDivergedError } from "../../core/finetune/trainer.ts";
 import { GPT } from "../../core/nn/gpt.ts";
 import { AdamW } from "../../core/optim/adamw.ts";
 import { makeSchedule } from "../../core/optim/schedule.ts";
+import type { Gpu } from "../../core/gpu.ts";
 import { gpuTest } from "../helpers.ts";
 
 const CONFIG = { vocabSize: 32, blockSize: 16, nLayer: 1, nHead: 2, nEmbd: 16 };
@@ -24,6 +25,7 @@ gpuTest(
         nextBatch: () => batcher.next(),
         schedule: makeSchedule({ kind: "constant", lr: 1e-3 }),
         steps: 10,
+        readEvery: 1,
         checkpointEvery: 2,
         checkpoint: (step) => Promise.resolve(`ckpt-${step}`),
         onStep: (r) => {
@@ -47,3 +49,47 @@ gpuTest(
     model.dispose();
   },
 );
+
+/** Losses of `steps` full fine-tuning steps of a fresh seeded model, read every `readEvery` steps. */
+async function lossesReadEvery(gpu: Gpu, readEvery: number, steps: number) {
+  // Sizes no other test here uses, so the first run is the one that compiles them.
+  const model = new GPT(gpu, { ...CONFIG, vocabSize: 40, nEmbd: 24 }, { seed: 3 });
+  const optimizer = new AdamW(gpu);
+  const batcher = new StreamBatcher(Uint32Array.from({ length: 500 }, (_, i) => (i * 7) % 32), 2, 8, 5);
+  const readbacks = gpu.readbacks;
+  const seen: number[] = [];
+  const r = await train({
+    model,
+    method: new FullMethod(model),
+    optimizer,
+    nextBatch: () => batcher.next(),
+    schedule: makeSchedule({ kind: "constant", lr: 1e-3 }),
+    steps,
+    maxGradNorm: 1,
+    readEvery,
+    onStep: (s) => seen.push(s.step),
+  });
+  optimizer.dispose();
+  model.dispose();
+  return { r, seen, waits: gpu.readbacks - readbacks };
+}
+
+gpuTest(
+  "losses stay on the GPU and are read once per window, the same values as read every step",
+  async (gpu) => {
+    const every = await lossesReadEvery(gpu, 1, 12);
+    const windowed = await lossesReadEvery(gpu, 5, 12);
+    deepEqual(windowed.r.steps.map((s) => s.loss), every.r.steps.map((s) => s.loss));
+    deepEqual(windowed.r.steps.map((s) => s.gradNorm), every.r.steps.map((s) => s.gradNorm));
+    deepEqual(windowed.seen, Array.from({ length: 12 }, (_, i) => i));
+    ok(every.r.steps.every((s) => Number.isFinite(s.loss) && s.loss > 0 && s.ms > 0 && s.gradNorm! > 0));
+    equal(every.waits, 12);
+    equal(windowed.waits, 3); // windows of 5, 5 and 2 steps
+    ok(every.r.compiles > 0 && every.r.compileMs > 0, "the first run compiles its kernels");
+    equal(windowed.r.compiles, 0, "the second run reuses every pipeline");
+  },
+);
+
+gpuTest("a readEvery that is not a whole number ≥ 1 is refused", async (gpu) => {
+  await rejects(lossesReadEvery(gpu, 0, 2), /readEvery must be a whole number ≥ 1, got 0/);
+});
