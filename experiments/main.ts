@@ -8,6 +8,7 @@
  * report.md, results.json and SVG plots to `--out` (default `reports/<date>-<preset>/`).
  */
 import { parseArgs } from "node:util";
+import { runChild } from "./child.ts";
 import { type Gpu, requestGpu } from "../core/gpu.ts";
 import { flagNumber } from "./flags.ts";
 import { checkClaims, meanStd, pickLearningRates, skewEntries, type SweepPoint } from "./analyses.ts";
@@ -39,12 +40,8 @@ export async function hashOf(value: unknown): Promise<string> {
 }
 
 async function git(args: string[]): Promise<string | null> {
-  try {
-    const out = await new Deno.Command("git", { args, stdout: "piped", stderr: "null" }).output();
-    return out.success ? new TextDecoder().decode(out.stdout).trim() : null;
-  } catch {
-    return null;
-  }
+  const out = await runChild("git", args);
+  return "error" in out || !out.ok ? null : out.stdout;
 }
 
 /** The method configurations, leaving out LISA with more blocks than the model has. */

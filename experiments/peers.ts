@@ -1,20 +1,8 @@
 /**
- * Peers measured in the same run as our benches: PyTorch on the CPU through Debian's python3-torch
- * (threads = cores). Each returns null when the peer is not installed.
+ * Peers measured in the same run as our benches: PyTorch (experiments/child.ts finds it) on the CPU
+ * with threads = cores. Each returns null when the peer is not installed.
  */
-
-const PYTHON = "/usr/bin/python3";
-
-/** Runs a Python snippet and returns its stdout, or null when Python or torch is missing. */
-export async function runPython(code: string): Promise<string | null> {
-  try {
-    const out = await new Deno.Command(PYTHON, { args: ["-c", code], stdout: "piped", stderr: "piped" })
-      .output();
-    return out.success ? new TextDecoder().decode(out.stdout).trim() : null;
-  } catch {
-    return null;
-  }
-}
+import { runPython } from "./child.ts";
 
 /** Best-of-10 ms of torch.matmul for the same problem on the CPU, or null without torch. */
 export async function torchMatmulMs(

@@ -2,6 +2,7 @@
 import { type Gpu, requestGpu } from "../core/gpu.ts";
 import { backward } from "../core/autograd.ts";
 import type { KernelFamily } from "../kernels/select.ts";
+import { findTorch, runChild, type TorchPython } from "../experiments/child.ts";
 import { fromArray, type Tensor } from "../core/tensor.ts";
 
 const shared = new Map<string, Promise<Gpu>>();
@@ -164,30 +165,22 @@ export async function checkOp(
   for (const t of [...ts, out, wt]) t.dispose();
 }
 
-/** Whether Debian's PyTorch is installed (`/usr/bin/python3` with torch): the PyTorch checks need it. */
-export const hasTorch: boolean = await (async () => {
-  try {
-    const o = await new Deno.Command("/usr/bin/python3", {
-      args: ["-c", "import torch"],
-      stdout: "null",
-      stderr: "null",
-    })
-      .output();
-    return o.success;
-  } catch {
-    return false; // no Python, or no permission to run it
-  }
-})();
+/** The Python with PyTorch the reference checks use (python3 on PATH, then /usr/bin/python3), if any. */
+export const torchPython: TorchPython = await findTorch();
 
-/** Runs tests/reference/`script` with Debian's PyTorch and returns its JSON stdout; throws its stderr. */
+/** Whether the PyTorch checks can run; when not, the reason is printed once. */
+export const hasTorch: boolean = torchPython.python !== null;
+if (torchPython.python === null) {
+  console.warn(`PyTorch checks skipped: no Python with torch (${torchPython.reason})`);
+}
+
+/** Runs tests/reference/`script` with the PyTorch Python and returns its JSON stdout; throws its stderr. */
 export async function runReference(script: string, args: string[]): Promise<unknown> {
-  const out = await new Deno.Command("/usr/bin/python3", {
-    args: [`tests/reference/${script}`, ...args],
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  if (!out.success) throw new Error(new TextDecoder().decode(out.stderr));
-  return JSON.parse(new TextDecoder().decode(out.stdout));
+  if (torchPython.python === null) throw new Error(`no Python with torch: ${torchPython.reason}`);
+  const out = await runChild(torchPython.python, [`tests/reference/${script}`, ...args]);
+  if ("error" in out) throw new Error(out.error);
+  if (!out.ok) throw new Error(out.stderr);
+  return JSON.parse(out.stdout);
 }
 
 /** A fresh folder under ./.cache (the one place tests may write). */

@@ -1,20 +1,15 @@
 /** pretrain and eval as a user runs them: separate processes, files on disk. */
 import { deepEqual, equal, ok } from "node:assert/strict";
+import { runChild } from "../../experiments/child.ts";
 import { cacheTempDir } from "../helpers.ts";
 
-const FLAGS = ["--allow-read=.", "--allow-write=.", "--allow-env=DENO_WEBGPU_BACKEND"];
+const FLAGS = ["--allow-read=.", "--allow-write=.", "--allow-env=DENO_WEBGPU_BACKEND,LISA_KERNELS"];
 
 async function run(script: string, args: string[]): Promise<string> {
-  const out = await new Deno.Command("deno", {
-    args: ["run", ...FLAGS, script, ...args],
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  const text = new TextDecoder().decode(out.stdout);
-  if (!out.success) {
-    throw new Error(`${script} ${args.join(" ")} failed:\n${new TextDecoder().decode(out.stderr)}`);
-  }
-  return text.trim().split("\n").at(-1)!;
+  const out = await runChild("deno", ["run", ...FLAGS, script, ...args]);
+  if ("error" in out) throw new Error(`${script}: ${out.error}`);
+  if (!out.ok) throw new Error(`${script} ${args.join(" ")} failed:\n${out.stderr}`);
+  return out.stdout.split("\n").at(-1)!;
 }
 
 interface Metrics {
