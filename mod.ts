@@ -61,17 +61,39 @@ export {
   savedActivationBytes,
 } from "./core/autograd.ts";
 export { add, mul, scale } from "./core/ops/elementwise.ts";
-export { matmul, type MatmulOptions, matmulShape, type MatmulVariant, runMatmul } from "./core/ops/matmul.ts";
+export {
+  matmul,
+  type MatmulOptions,
+  matmulShape,
+  type MatmulVariant,
+  runMatmul,
+  runTiled,
+} from "./core/ops/matmul.ts";
 export { gelu } from "./core/ops/gelu.ts";
 export { layerNorm } from "./core/ops/layernorm.ts";
 export { crossEntropy } from "./core/ops/cross_entropy.ts";
 export { embedding, groupByToken } from "./core/ops/embedding.ts";
 export { globalNorm, l2Norm, mean, sum, sumColumns } from "./core/ops/reduce.ts";
-export { type Kernel } from "./kernels/kernel.ts";
+export { checkLoops, type Kernel, KernelLimitError, MAX_LOOP_ITERATIONS } from "./kernels/kernel.ts";
 export { KernelCompileError, type Pipeline, PipelineCache } from "./kernels/cache.ts";
-export { type MatmulShape } from "./kernels/matmul.ts";
+export { type MatmulPlan, type MatmulShape, type MatmulTile, planFor } from "./kernels/matmul.ts";
+export {
+  KERNEL_FAMILY_SETTINGS,
+  type KernelFamily,
+  type KernelFamilySetting,
+  type MatmulLimits,
+  matmulPlan,
+  parseKernelFamily,
+  resolveKernelFamily,
+} from "./kernels/select.ts";
 export { type KernelTime } from "./core/gpu.ts";
-export { attention, type AttentionOptions, attentionShape, causalSoftmax } from "./core/ops/attention.ts";
+export {
+  attention,
+  type AttentionOptions,
+  attentionShape,
+  type AttentionVariant,
+  causalSoftmax,
+} from "./core/ops/attention.ts";
 export { type AttentionShape, type AttentionSource } from "./kernels/attention.ts";
 export { lmHeadChunkRows, lmHeadLoss, type LmHeadOptions } from "./core/ops/lm_head.ts";
 export { Rng, type RngState } from "./core/random.ts";
@@ -140,7 +162,9 @@ export { type EvalResult, evaluate } from "./core/evaluate.ts";
 export { type FinetuneMethod, StaticMethod } from "./core/finetune/method.ts";
 export { FullMethod } from "./core/finetune/full.ts";
 export {
+  DEFAULT_READ_EVERY,
   type EvalRecord,
+  msPerStep,
   type StepRecord,
   train,
   TrainingDivergedError,

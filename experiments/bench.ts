@@ -5,10 +5,12 @@
 import { parseArgs } from "node:util";
 import { type Gpu, requestGpu } from "../core/gpu.ts";
 import { matmul } from "../core/ops/matmul.ts";
-import { type MatmulVariant, matmulVariant } from "../kernels/select.ts";
+import { matmulVariant } from "../kernels/select.ts";
 import { empty } from "../core/tensor.ts";
 import { fillKernel } from "../kernels/elementwise.ts";
-import { type StepConfig, torchMatmulMs, torchTrainStepMs } from "./peers.ts";
+import { type StepConfig, torchAttentionMs, torchDevice, torchMatmulMs, torchTrainStepMs } from "./peers.ts";
+import { attention } from "../core/ops/attention.ts";
+import { isSoftwareAdapter } from "../kernels/select.ts";
 import { backward } from "../core/autograd.ts";
 import { GPT } from "../core/nn/gpt.ts";
 import { AdamW } from "../core/optim/adamw.ts";
@@ -24,9 +26,16 @@ export interface BenchResult {
   peer?: string;
   peerMs?: number | null;
   peerGflops?: number | null;
+  /** Our speed as a fraction of the peer's: peerMs / ms (1 = as fast; null without a peer). */
+  ratio?: number | null;
   adapter: string;
+  /** Kernel family run (gpu or software). */
+  kernels: string;
   note?: string;
 }
+
+/** peerMs / ms, or null without a peer. */
+const ratioOf = (ms: number, peerMs: number | null | undefined) => (peerMs ? peerMs / ms : null);
 
 /**
  * Best-of-`reps` milliseconds per call of `record`: after a warm-up (pipeline compiles), enough
@@ -53,17 +62,37 @@ async function timeIt(gpu: Gpu, record: () => void, reps = 7, budgetMs = 300): P
   return best;
 }
 
-/** Matmul M×K · K×N (and the transposed forms backward uses) for the default variant. */
-async function benchMatmul(gpu: Gpu, variant: MatmulVariant): Promise<BenchResult[]> {
-  const shapes: [number, number, number, string][] = [
-    [512, 512, 512, "A·B"],
-    [1024, 1024, 1024, "A·B"],
-    [4096, 1024, 256, "A·B"],
-    [4096, 256, 1024, "A·Bᵀ"],
-    [256, 1024, 4096, "Aᵀ·B"],
+type Form = "A·B" | "A·Bᵀ" | "Aᵀ·B";
+
+/** Matmul shapes of every run, and on a GPU those of GPT-2 124M at 4096 tokens (T 1024, B 4). */
+function matmulShapes(onGpu: boolean): [number, number, number, Form, string][] {
+  const small: [number, number, number, Form, string][] = [
+    [512, 512, 512, "A·B", ""],
+    [1024, 1024, 1024, "A·B", ""],
+    [4096, 1024, 256, "A·B", ""],
+    [4096, 256, 1024, "A·Bᵀ", ""],
+    [256, 1024, 4096, "Aᵀ·B", ""],
   ];
+  if (!onGpu) return small;
+  return [
+    ...small,
+    [4096, 4096, 4096, "A·B", ""],
+    [4096, 2304, 768, "A·B", "GPT-2 c_attn"],
+    [4096, 3072, 768, "A·B", "GPT-2 c_fc"],
+    [4096, 768, 3072, "A·B", "GPT-2 mlp c_proj"],
+    [4096, 768, 3072, "A·Bᵀ", "GPT-2 c_fc dX"],
+    [768, 3072, 4096, "Aᵀ·B", "GPT-2 c_fc dW"],
+    [4096, 50257, 768, "A·Bᵀ", "GPT-2 LM head"],
+    [4096, 8, 768, "A·B", "LoRA r8 A"],
+    [8, 768, 4096, "Aᵀ·B", "LoRA r8 dB"],
+  ];
+}
+
+/** Matmul M×K · K×N (and the transposed forms backward uses) with the device's kernels. */
+async function benchMatmul(gpu: Gpu): Promise<BenchResult[]> {
   const out: BenchResult[] = [];
-  for (const [m, n, k, form] of shapes) {
+  const peer = await torchDevice();
+  for (const [m, n, k, form, what] of matmulShapes(onGpu(gpu))) {
     const transA = form === "Aᵀ·B", transB = form === "A·Bᵀ";
     // The peer runs first: llvmpipe's worker threads can keep a core busy for a while after our work.
     const peerMs = await torchMatmulMs(m, n, k, transA, transB);
@@ -72,17 +101,19 @@ async function benchMatmul(gpu: Gpu, variant: MatmulVariant): Promise<BenchResul
     a.fill(0.5);
     b.fill(0.25);
     const flops = 2 * m * n * k;
-    const ms = await timeIt(gpu, () => matmul(a, b, { transA, transB, variant }).dispose());
+    const ms = await timeIt(gpu, () => matmul(a, b, { transA, transB }).dispose());
     out.push({
       bench: "matmul",
       shape: `${m}x${n}x${k}`,
-      variant: `${variant} ${form}`,
+      variant: `${matmulVariant(gpu.kernels)} ${form}${what ? ` (${what})` : ""}`,
       ms,
       gflops: flops / ms / 1e6,
-      peer: "pytorch",
+      peer: peer ?? "pytorch (not installed)",
       peerMs,
       peerGflops: peerMs === null ? null : flops / peerMs / 1e6,
+      ratio: ratioOf(ms, peerMs),
       adapter: gpu.info.description,
+      kernels: gpu.kernels,
     });
     a.dispose();
     b.dispose();
@@ -100,12 +131,29 @@ export const STEP_CONFIG: StepConfig = {
   batchSize: 8,
 };
 
+/** GPT-2 124M (12 layers, d 768, 12 heads, V 50257) at block `t` and batch `b`. */
+function gpt2Small(t: number, b: number): StepConfig {
+  return { nLayer: 12, nEmbd: 768, nHead: 12, vocabSize: 50257, blockSize: t, batchSize: b };
+}
+
+/** Whether the GPU-sized rows run: on a hardware adapter only (a software one would take hours). */
+function onGpu(gpu: Gpu): boolean {
+  return !isSoftwareAdapter(gpu.info.description, gpu.info.fallback);
+}
+
 /**
- * One GPT-2 training step (forward, backward, AdamW, one submit, loss read back) beside PyTorch's
- * on the CPU: ms/step, tokens/s, peak memory, dispatches per step, and the step's GFLOP/s.
+ * GPT-2 training steps (forward, backward, AdamW, one submit each; losses kept on the GPU and read
+ * once at the end, as the trainer does) beside PyTorch eager fp32 on its best device: ms/step,
+ * tokens/s, peak memory, dispatches per step, and the step's GFLOP/s.
  */
 async function benchTrainStep(gpu: Gpu): Promise<BenchResult[]> {
-  const c = STEP_CONFIG;
+  const configs = onGpu(gpu) ? [STEP_CONFIG, gpt2Small(256, 4), gpt2Small(1024, 4)] : [STEP_CONFIG];
+  const out: BenchResult[] = [];
+  for (const c of configs) out.push(await trainStepRow(gpu, c));
+  return out;
+}
+
+async function trainStepRow(gpu: Gpu, c: StepConfig): Promise<BenchResult> {
   // The peer runs first: llvmpipe's worker threads can keep a core busy for a while after our work.
   const peer = await torchTrainStepMs(c);
   const model = new GPT(gpu, {
@@ -125,45 +173,99 @@ async function benchTrainStep(gpu: Gpu): Promise<BenchResult[]> {
     batchSize: c.batchSize,
     blockSize: c.blockSize,
   };
+  const losses = empty(gpu, [32], { name: "bench_losses" });
   let dispatches = 0;
-  const step = async () => {
+  const step = async (slot: number) => {
     const loss = tidy(() => model.loss(input));
     backward(loss);
     opt.step(params, 1e-4, 1);
     for (const [, p] of params) p.zeroGrad();
-    const value = loss.read();
+    gpu.copy(loss.buffer, loss.byteOffset, losses.buffer, losses.byteOffset + (slot % 32) * 4, 4);
     loss.dispose();
     dispatches = gpu.pendingDispatches;
     await gpu.submit();
-    return (await value)[0];
   };
-  for (let i = 0; i < 2; i++) await step();
+  for (let i = 0; i < 2; i++) await step(i); // compiles every kernel
+  await losses.download();
   if (gpu.profiling) await gpu.takeProfile();
   gpu.memory.resetPeak();
-  let best = Infinity;
-  for (let i = 0; i < 4; i++) {
-    const t0 = performance.now();
-    await step();
-    best = Math.min(best, performance.now() - t0);
-  }
+  let t0 = performance.now();
+  await step(0);
+  await losses.download();
+  const steps = Math.max(3, Math.min(20, Math.round(3000 / (performance.now() - t0))));
+  t0 = performance.now();
+  for (let i = 0; i < steps; i++) await step(i);
+  const values = await losses.download();
+  const ms = (performance.now() - t0) / steps;
   const peak = gpu.memory.stats().peakTotal;
+  if (!values.slice(0, Math.min(steps, 32)).every(Number.isFinite)) {
+    throw new Error(`bench: a ${c.nLayer}-layer training step gave a non-finite loss`);
+  }
   // 6·N·tokens for the weights (tied head counted as the V×C matmul it is) + causal attention.
   const weights = model.parameterCount() - c.blockSize * c.nEmbd;
   const flops = 6 * weights * n + 6 * c.nLayer * c.batchSize * c.blockSize * c.blockSize * c.nEmbd;
+  losses.dispose();
   opt.dispose();
   model.dispose();
-  return [{
+  const peerName = peer
+    ? `pytorch ${peer.device} eager, manual attention (SDPA ${peer.sdpaMs.toFixed(2)} ms)`
+    : null;
+  return {
     bench: "train_step",
     shape: `L${c.nLayer} d${c.nEmbd} h${c.nHead} T${c.blockSize} B${c.batchSize} V${c.vocabSize}`,
-    variant: `${dispatches} dispatches, peak ${(peak / 2 ** 20).toFixed(0)} MiB`,
-    ms: best,
-    gflops: flops / best / 1e6,
-    peer: peer ? `pytorch (${peer.threads} threads)` : "pytorch (not installed)",
+    variant: `${dispatches} dispatches, peak ${(peak / 2 ** 20).toFixed(0)} MiB, mean of ${steps}`,
+    ms,
+    gflops: flops / ms / 1e6,
+    peer: peerName ?? "pytorch (not installed)",
     peerMs: peer?.ms ?? null,
     peerGflops: peer ? flops / peer.ms / 1e6 : null,
+    ratio: ratioOf(ms, peer?.ms),
     adapter: gpu.info.description,
-    note: `${Math.round(n / (best / 1000))} tok/s${peer ? `, ${(peer.ms / best).toFixed(2)}× PyTorch` : ""}`,
-  }];
+    kernels: gpu.kernels,
+    note: `${Math.round(n / (ms / 1000))} tok/s${peer ? `, ${(peer.ms / ms).toFixed(3)}× PyTorch` : ""}`,
+  };
+}
+
+/** Causal attention alone, forward + backward: T 1024 and 2048 on a GPU (B 4, 12 heads of 64), T 128 elsewhere. */
+async function benchAttention(gpu: Gpu): Promise<BenchResult[]> {
+  const shapes: [number, number, number, number][] = onGpu(gpu)
+    ? [[4, 12, 1024, 64], [4, 12, 2048, 64]]
+    : [[8, 4, 128, 64]];
+  const out: BenchResult[] = [];
+  for (const [b, h, t, hd] of shapes) {
+    const peer = await torchAttentionMs(b, h, t, hd);
+    const c = h * hd;
+    const qkv = empty(gpu, [b, t, 3 * c], { name: "qkv", requiresGrad: true });
+    const g = empty(gpu, [b, t, c], { name: "g" });
+    qkv.fill(0.01);
+    g.fill(0.5);
+    const ms = await timeIt(gpu, () => {
+      const y = attention(qkv, h);
+      backward(y, g);
+      y.dispose();
+      qkv.zeroGrad();
+    }, 5);
+    // Causal: half of the 4·B·H·T²·hd forward FLOPs; backward recomputes scores and runs 4 products.
+    const flops = 0.5 * (4 + 10) * b * h * t * t * hd;
+    out.push({
+      bench: "attention",
+      shape: `B${b} H${h} T${t} hd${hd}`,
+      variant: "fused, forward + backward",
+      ms,
+      gflops: flops / ms / 1e6,
+      peer: peer
+        ? `pytorch manual (SDPA ${peer.sdpa.toFixed(2)} ms, ${(peer.sdpa / ms).toFixed(3)}×)`
+        : "pytorch (not installed)",
+      peerMs: peer?.manual ?? null,
+      peerGflops: peer ? flops / peer.manual / 1e6 : null,
+      ratio: ratioOf(ms, peer?.manual),
+      adapter: gpu.info.description,
+      kernels: gpu.kernels,
+    });
+    qkv.dispose();
+    g.dispose();
+  }
+  return out;
 }
 
 /** Cost of one small dispatch when many share a submit, and of a submit + readback round trip. */
@@ -193,6 +295,7 @@ async function benchDispatch(gpu: Gpu): Promise<BenchResult[]> {
       shape: `${n} dispatches`,
       ms: ms / n,
       adapter: gpu.info.description,
+      kernels: gpu.kernels,
       note: "ms per dispatch",
     },
     {
@@ -200,13 +303,25 @@ async function benchDispatch(gpu: Gpu): Promise<BenchResult[]> {
       shape: "submit+readback",
       ms: rt,
       adapter: gpu.info.description,
+      kernels: gpu.kernels,
       note: "ms per wait",
     },
   ];
 }
 
 function table(rows: BenchResult[]): string {
-  const head = ["bench", "shape", "variant", "ms", "GFLOP/s", "peer", "peer ms", "peer GFLOP/s", "note"];
+  const head = [
+    "bench",
+    "shape",
+    "variant",
+    "ms",
+    "GFLOP/s",
+    "peer",
+    "peer ms",
+    "peer GFLOP/s",
+    "ratio",
+    "note",
+  ];
   const fmt = (x: number | null | undefined, d = 2) => (x === undefined || x === null ? "" : x.toFixed(d));
   const body = rows.map((r) => [
     r.bench,
@@ -217,6 +332,7 @@ function table(rows: BenchResult[]): string {
     r.peer ?? "",
     fmt(r.peerMs, 3),
     fmt(r.peerGflops, 1),
+    fmt(r.ratio, 3),
     r.note ?? "",
   ]);
   const widths = head.map((h, i) => Math.max(h.length, ...body.map((r) => r[i].length)));
@@ -235,23 +351,12 @@ if (import.meta.main) {
   });
   const gpu = await requestGpu({ profile: values.profile });
   const benches: Record<string, (g: Gpu) => Promise<BenchResult[]>> = {
-    matmul: (g) =>
-      benchMatmul(
-        g,
-        matmulVariant(g.kernels, {
-          m: 1,
-          n: 1,
-          k: 1,
-          batch: 1,
-          transA: false,
-          transB: false,
-          strideA: 0,
-          strideB: 0,
-        }),
-      ),
+    matmul: benchMatmul,
     dispatch: benchDispatch,
+    attention: benchAttention,
     train_step: benchTrainStep,
   };
+
   const names = Object.keys(benches).filter((n) => !values.filter || n.includes(values.filter));
   if (names.length === 0) {
     console.error(
@@ -261,7 +366,8 @@ if (import.meta.main) {
   }
   if (!values.json) {
     console.log(
-      `adapter: ${gpu.info.description} (backend ${gpu.info.backend}, fallback ${gpu.info.fallback})`,
+      `adapter: ${gpu.info.description} (backend ${gpu.info.backend}, fallback ${gpu.info.fallback}, ` +
+        `${gpu.kernels} kernels, subgroup size ${gpu.info.subgroupSize || "none"})`,
     );
   }
   const all: BenchResult[] = [];

@@ -2,9 +2,10 @@
  * Memory estimator: predicted peak bytes by category for a model, a method and a batch, from the
  * rules our own accounting follows. Weights, gradients and optimizer state are exact counts (4, 4 and
  * 8 bytes per f32 parameter; gradients and state only for what trains). Activations are the tensors
- * our ops save for backward, per token and layer; workspace is the largest transient set (the
- * logits' gradient and the widest activation gradients with their texture copies), a rule calibrated
- * on our measured runs. The tests check every category against measured runs and state the error.
+ * our ops save for backward, per token and layer; workspace is the largest transient set, derived
+ * from what the kernels allocate: the logits' gradient and the widest activation gradient, and on
+ * the software kernel family a texture copy of each for both products that read it. The tests check
+ * every category against measured runs of both kernel families and state the error.
  */
 import { CATEGORIES, type CategoryBytes } from "../core/memory.ts";
 
@@ -67,6 +68,11 @@ export interface EstimateOptions {
   weightBytes?: number;
   /** The device's largest binding: logits beyond it are processed in chunks and not kept. */
   maxBinding?: number;
+  /**
+   * Kernel family (kernels/select.ts; default gpu): software kernels read matmul operands from
+   * texture copies, which add to the workspace.
+   */
+  kernels?: "gpu" | "software";
 }
 
 /** Predicted peak bytes per category, and their sum. */
@@ -168,10 +174,18 @@ export function estimate(a: Architecture, o: EstimateOptions): Estimate {
   // Final norm (input + stats), its output when the head trains, logits (when kept) and their lse.
   const tail = a.d + 2 + (headTrains ? a.d : 0) + (logitsKept ? a.vocab : 0) + 1;
   const activations = 4 * tokens * (perToken + tail);
-  // Backward's largest transient set: the logits' gradient with the texture copies its matmuls read,
-  // and the widest activation gradients with theirs; three of each, as measured on our runs.
+  // Backward's largest transient set, whichever phase holds more: at the head, the logits' gradient
+  // (or one chunk's) with the products it feeds: the head's input gradient [rows, C] and, when the
+  // head trains, the tied embedding's [V, C]; in the last block's MLP, the gradients at GELU's output and input (the widest
+  // activations) with the residual stream's and LayerNorm's. Software kernels read the wide ones
+  // through texture copies: one per product for the logits' gradient, one of the embedding for the
+  // input's gradient, one per GELU input.
   const logitsRows = logitsKept ? tokens : Math.floor((o.maxBinding ?? 128 * 2 ** 20) / (a.vocab * 4));
-  const workspace = 4 * (3 * logitsRows * a.vocab + 3 * tokens * Math.max(a.ffn, 3 * a.d));
+  const software = (o.kernels ?? "gpu") === "software" ? 1 : 0;
+  const head = (1 + 2 * software) * logitsRows * a.vocab + ((headTrains ? 1 : 0) + software) * a.vocab * a.d +
+    logitsRows * a.d;
+  const mlp = (2 + 2 * software) * tokens * Math.max(a.ffn, 3 * a.d) + 2 * tokens * a.d;
+  const workspace = 4 * Math.max(head, mlp);
   const e: CategoryBytes = {
     weights: wb * (total + adapterParams),
     grads: 4 * trainable,

@@ -1,7 +1,7 @@
 /**
  * `deno task memory --model gpt2|gpt2-medium|tinyllama|llama2-7b|llama2-70b --method full|lora|lisa
  * [--rank R] [--attn-only] [--gamma G] [--state reset|keep|offload] [--batch B] [--seq T]
- * [--weight-bytes 4|2]`: predicted peak memory by category from our accounting rules
+ * [--weight-bytes 4|2] [--kernels gpu|software]`: predicted peak memory by category from our accounting rules
  * (experiments/estimator.ts), then the paper's reported figures beside our predictions for the same
  * models, with the settings that differ.
  */
@@ -37,6 +37,7 @@ if (import.meta.main) {
       batch: { type: "string", default: "1" },
       seq: { type: "string", default: "1024" },
       "weight-bytes": { type: "string", default: "4" },
+      kernels: { type: "string", default: "gpu" },
     },
   });
   const arch = ARCHITECTURES[values.model!];
@@ -51,7 +52,13 @@ if (import.meta.main) {
     console.error(`memory: --method ${method}: expected full, lora or lisa`);
     Deno.exit(2);
   }
+  const kernels = values.kernels as "gpu" | "software";
+  if (kernels !== "gpu" && kernels !== "software") {
+    console.error(`memory: --kernels ${kernels}: expected gpu or software`);
+    Deno.exit(2);
+  }
   const o: EstimateOptions = {
+    kernels,
     method,
     batch: Number(values.batch),
     seq: Number(values.seq),
@@ -63,7 +70,7 @@ if (import.meta.main) {
   };
   const e = estimate(arch, o);
   console.log(
-    `${values.model}, ${method}, batch ${o.batch} × ${o.seq} tokens, weights ${o.weightBytes} B/param:`,
+    `${values.model}, ${method}, batch ${o.batch} × ${o.seq} tokens, weights ${o.weightBytes} B/param, ${kernels} kernels:`,
   );
   for (const c of CATEGORIES) console.log(`  ${c.padEnd(12)} ${(e[c] / GB).toFixed(2).padStart(9)} GB`);
   console.log(`  ${"total".padEnd(12)} ${(e.total / GB).toFixed(2).padStart(9)} GB`);

@@ -70,12 +70,12 @@ fn main(${WGSL_GRID_PARAMS}) {
 }
 
 /** `f(0) + … + f(n−1)`: an unrolled sum over the head dimension's vec4s. */
-function sumOver(n: number, f: (d: number) => string): string {
+export function sumOver(n: number, f: (d: number) => string): string {
   return Array.from({ length: n }, (_, d) => f(d)).join(" + ");
 }
 
 /** Lines `f(0) … f(n−1)` joined, indented: unrolled so private values stay in registers. */
-function unroll(n: number, f: (d: number) => string, indent = "  "): string {
+export function unroll(n: number, f: (d: number) => string, indent = "  "): string {
   return Array.from({ length: n }, (_, d) => indent + f(d)).join("\n");
 }
 

@@ -1,7 +1,8 @@
 /**
  * Embedding lookup and its deterministic backward: rows are gathered forward; backward sums, for
  * each distinct token, its positions' gradients in a fixed order (positions grouped by token on the
- * host, CSR-style), so no float atomics and the same result every run.
+ * host, CSR-style), so no float atomics and the same result every run. A token with more positions
+ * than one invocation may sum is split into runs summed in passes (see core/ops/embedding.ts).
  */
 import { grid, type Kernel, WGSL_GRID_PARAMS, WGSL_GROUP_INDEX } from "./kernel.ts";
 
@@ -26,29 +27,43 @@ fn main(${WGSL_GRID_PARAMS}) {
 }
 
 /**
- * dtable[tokens[u], j] = Σ dy[order[p], j] for p in [start[u], start[u+1]): `u` distinct tokens;
- * other rows of dtable must be zeroed beforehand. `maxRun` bounds the positions of any one token.
+ * One backward pass: out[row(k), j] = Σ src[at(p), j] for p in [start[k], start[k+1]), k < `u`,
+ * where at(p) = order[p] when `gather` (else p) and row(k) = tokens[k] when `scatter` (else k).
+ * The first pass gathers positions' gradients, the last scatters into dtable (whose other rows
+ * must be zeroed beforehand); passes between sum partial rows, so a token's positions can be split
+ * into runs of at most `maxRun`, the most rows any k sums. Bindings: src, (order), start, (tokens), out.
+ * `u` (the length of `start` less one) is read from the binding, not baked in: it changes with
+ * every batch, and a pipeline per batch would cost a compile per step.
  */
-export function embeddingBackwardKernel(u: number, d: number, maxRun: number): Kernel {
+export function embeddingBackwardKernel(
+  u: number,
+  d: number,
+  maxRun: number,
+  gather = true,
+  scatter = true,
+): Kernel {
+  const bindings = [
+    "src: array<f32>",
+    ...(gather ? ["order: array<u32>"] : []),
+    "start: array<u32>",
+    ...(scatter ? ["tokens: array<u32>"] : []),
+  ].map((decl, i) => `@group(0) @binding(${i}) var<storage, read> ${decl};`);
   return {
     name: "embedding_backward",
-    key: `u${u}_d${d}`,
+    key: `d${d}_g${+gather}_s${+scatter}`,
     loops: maxRun,
     workgroups: grid(Math.ceil(u * d / 64)),
-    code: `@group(0) @binding(0) var<storage, read> dy: array<f32>;
-@group(0) @binding(1) var<storage, read> order: array<u32>;
-@group(0) @binding(2) var<storage, read> start: array<u32>;
-@group(0) @binding(3) var<storage, read> tokens: array<u32>;
-@group(0) @binding(4) var<storage, read_write> dtable: array<f32>;
+    code: `${bindings.join("\n")}
+@group(0) @binding(${bindings.length}) var<storage, read_write> out: array<f32>;
 @compute @workgroup_size(64)
 fn main(${WGSL_GRID_PARAMS}) {
   let i = ${WGSL_GROUP_INDEX} * 64u + lid;
-  if (i >= ${u * d}u) { return; }
   let k = i / ${d}u;
+  if (k + 1u >= arrayLength(&start)) { return; }
   let j = i % ${d}u;
   var s = 0.0;
-  for (var p = start[k]; p < start[k + 1u]; p++) { s += dy[order[p] * ${d}u + j]; }
-  dtable[tokens[k] * ${d}u + j] = s;
+  for (var p = start[k]; p < start[k + 1u]; p++) { s += src[${gather ? "order[p]" : "p"} * ${d}u + j]; }
+  out[${scatter ? "tokens[k]" : "k"} * ${d}u + j] = s;
 }`,
   };
 }

@@ -1,7 +1,8 @@
 /**
- * LayerNorm over the last dimension (C) of `rows` rows. One thread per row: no workgroup barriers,
- * which software adapters execute slowly; rows are read as vec4 when C divides by 4. Mean and 1/σ
- * are saved for backward.
+ * LayerNorm over the last dimension (C) of `rows` rows, software family: one invocation per row, no
+ * workgroup barriers (which software adapters execute slowly); rows are read as vec4 when C divides
+ * by 4. Mean and 1/σ are saved for backward. The GPU family's workgroup-per-row kernels are in
+ * layernorm_rows.ts; both use the dγ/dβ partials here.
  */
 import {
   f32,
@@ -17,11 +18,12 @@ import {
 import { COLUMN_CHUNK } from "./reduce.ts";
 
 /** Input `name` at `binding` read as name(i): vec4 units from `src`, or a plain f32 array. */
-function input(name: string, binding: number, c: number, src: Source): string {
+export function rowInput(name: string, binding: number, c: number, src: Source): string {
   return floatInput("layernorm", name, binding, vectorWidth(c), src);
 }
 
-function header(c: number): { t: string; cu: number; hsum: string } {
+/** The row's WGSL type, its length in units and `fn hsum` adding a unit's lanes. */
+export function rowHeader(c: number): { t: string; cu: number; hsum: string } {
   const w = vectorWidth(c);
   const t = floatType(w);
   return {
@@ -35,14 +37,14 @@ function header(c: number): { t: string; cu: number; hsum: string } {
 
 /** y = (x − μ)/σ · γ + β; writes μ and 1/σ per row. */
 export function layerNormForwardKernel(rows: number, c: number, eps: number, xs: Source = "storage"): Kernel {
-  const { t, cu, hsum } = header(c);
+  const { t, cu, hsum } = rowHeader(c);
   return {
     name: "layernorm_forward",
     key: `r${rows}_c${c}_e${eps}_${xs}`,
     loops: 3 * cu,
     workgroups: grid(Math.ceil(rows / 64)),
     code: `${hsum}
-${input("x", 0, c, xs)}
+${rowInput("x", 0, c, xs)}
 @group(0) @binding(1) var<storage, read> gamma: array<${t}>;
 @group(0) @binding(2) var<storage, read> beta: array<${t}>;
 @group(0) @binding(3) var<storage, read_write> y: array<${t}>;
@@ -73,18 +75,18 @@ export function layerNormBackwardKernel(
   xs: Source = "storage",
   dys: Source = "storage",
 ): Kernel {
-  const { t, cu, hsum } = header(c);
+  const { t, cu, hsum } = rowHeader(c);
   return {
     name: "layernorm_backward",
     key: `r${rows}_c${c}_${xs}_${dys}`,
     loops: 2 * cu,
     workgroups: grid(Math.ceil(rows / 64)),
     code: `${hsum}
-${input("x", 0, c, xs)}
+${rowInput("x", 0, c, xs)}
 @group(0) @binding(1) var<storage, read> gamma: array<${t}>;
 @group(0) @binding(2) var<storage, read> mean: array<f32>;
 @group(0) @binding(3) var<storage, read> rstd: array<f32>;
-${input("dy", 4, c, dys)}
+${rowInput("dy", 4, c, dys)}
 @group(0) @binding(5) var<storage, read_write> dx: array<${t}>;
 @compute @workgroup_size(64)
 fn main(${WGSL_GRID_PARAMS}) {
@@ -120,17 +122,17 @@ export function layerNormParamPartialsKernel(
   xs: Source = "storage",
   dys: Source = "storage",
 ): Kernel {
-  const { t, cu } = header(c);
+  const { t, cu } = rowHeader(c);
   const chunks = Math.ceil(rows / COLUMN_CHUNK);
   return {
     name: "layernorm_param_partials",
     key: `r${rows}_c${c}_${xs}_${dys}`,
     loops: COLUMN_CHUNK,
     workgroups: grid(Math.ceil((chunks * cu) / 64)),
-    code: `${input("x", 0, c, xs)}
+    code: `${rowInput("x", 0, c, xs)}
 @group(0) @binding(1) var<storage, read> mean: array<f32>;
 @group(0) @binding(2) var<storage, read> rstd: array<f32>;
-${input("dy", 3, c, dys)}
+${rowInput("dy", 3, c, dys)}
 @group(0) @binding(4) var<storage, read_write> pgamma: array<${t}>;
 @group(0) @binding(5) var<storage, read_write> pbeta: array<${t}>;
 @compute @workgroup_size(64)

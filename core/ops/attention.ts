@@ -1,19 +1,26 @@
 /**
- * Causal self-attention from GPT-2's packed qkv [B, T, 3C]: the fused flash-style kernels
- * (default), or a non-fused path built from ops (heads → Q·Kᵀ → causal softmax → ·V → merge) that
- * tests use as a reference and that keeps the T×T probabilities like PyTorch's eager attention.
+ * Causal self-attention from GPT-2's packed qkv [B, T, 3C]: fused kernels (default; the variant
+ * comes from kernels/select.ts: flash blocks on GPUs, per-query kernels on software adapters), or a
+ * non-fused path built from ops (heads → Q·Kᵀ → causal softmax → ·V → merge) that tests use as a
+ * reference and that keeps the T×T probabilities like PyTorch's eager attention.
  */
 import {
   attentionBackwardKeyValueKernel,
   attentionBackwardQueryKernel,
   attentionForwardKernel,
   type AttentionShape,
-  type AttentionSource,
   causalSoftmaxBackwardKernel,
   causalSoftmaxKernel,
   headsKernel,
 } from "../../kernels/attention.ts";
-import { attentionReadsTextures } from "../../kernels/select.ts";
+import {
+  FLASH_MAX_HEAD_DIM,
+  flashBackwardKeyValueKernel,
+  flashBackwardQueryKernel,
+  flashForwardKernel,
+} from "../../kernels/attention_flash.ts";
+import type { Kernel } from "../../kernels/kernel.ts";
+import { type AttentionVariant, attentionVariant, flashPlan } from "../../kernels/select.ts";
 import { record } from "../autograd.ts";
 import type { Binding } from "../gpu.ts";
 import type { TextureAllocation } from "../memory.ts";
@@ -22,12 +29,14 @@ import { expectF32, fmt } from "./checks.ts";
 import { matmul } from "./matmul.ts";
 import { pack } from "./pack.ts";
 
+export type { AttentionVariant };
+
 /** Options of {@link attention}. */
 export interface AttentionOptions {
-  /** Fused flash-style kernels (default) or the non-fused reference path. */
+  /** Fused kernels (default) or the non-fused reference path. */
   fused?: boolean;
-  /** Force where the fused kernels read from (default: textures on software adapters). */
-  source?: AttentionSource;
+  /** Force a fused variant (default: the device's kernel family picks, see kernels/select.ts). */
+  variant?: AttentionVariant;
 }
 
 /** Sizes of an attention call on qkv; throws naming the shape when it does not fit. */
@@ -51,20 +60,46 @@ export function attentionShape(qkv: Tensor, nHead: number): AttentionShape {
 export function attention(qkv: Tensor, nHead: number, options: AttentionOptions = {}): Tensor {
   expectF32("attention", qkv);
   const s = attentionShape(qkv, nHead);
-  return options.fused === false ? attentionUnfused(qkv, s) : attentionFused(qkv, s, options.source);
+  if (options.fused === false) return attentionUnfused(qkv, s);
+  return attentionFused(qkv, s, options.variant ?? attentionVariant(qkv.gpu.kernels, s, qkv.gpu.info.limits));
 }
 
-function chooseSource(qkv: Tensor, s: AttentionShape, forced?: AttentionSource): AttentionSource {
-  if (forced) return forced;
-  const max = qkv.gpu.info.limits.maxTextureDimension2D;
-  return attentionReadsTextures(qkv.gpu.kernels, (3 * s.h * s.hd) / 4, s.b * s.t, max)
-    ? "texture"
-    : "storage";
+/** The fused kernels of `variant`, built on demand (backward ones only when backward runs). */
+interface FusedKernels {
+  forward(): Kernel;
+  query(): Kernel;
+  keyValue(): Kernel;
 }
 
-function attentionFused(qkv: Tensor, s: AttentionShape, forced?: AttentionSource): Tensor {
+function fusedKernels(qkv: Tensor, s: AttentionShape, variant: AttentionVariant): FusedKernels {
+  if (variant !== "flash") {
+    return {
+      forward: () => attentionForwardKernel(s, variant),
+      query: () => attentionBackwardQueryKernel(s, variant),
+      keyValue: () => attentionBackwardKeyValueKernel(s, variant),
+    };
+  }
+  const limits = qkv.gpu.info.limits;
+  const plan = flashPlan(s, limits);
+  if (!plan) {
+    const heads = `${s.h} heads of ${s.hd}`;
+    throw new Error(
+      `attention: no flash blocks for qkv ${fmt(qkv.shape)} (${heads}): the flash kernels take heads up to ` +
+        `${FLASH_MAX_HEAD_DIM} within ${limits.maxComputeWorkgroupStorageSize} bytes of workgroup memory; ` +
+        `use the storage variant`,
+    );
+  }
+  return {
+    forward: () => flashForwardKernel(s, plan.forward),
+    query: () => flashBackwardQueryKernel(s, plan.query),
+    keyValue: () => flashBackwardKeyValueKernel(s, plan.keyValue),
+  };
+}
+
+function attentionFused(qkv: Tensor, s: AttentionShape, variant: AttentionVariant): Tensor {
   const gpu = qkv.gpu;
-  const src = chooseSource(qkv, s, forced);
+  const kernels = fusedKernels(qkv, s, variant);
+  const src = variant === "texture" ? "texture" : "storage";
   const c = s.h * s.hd;
   const rows = s.b * s.t;
   const textures: TextureAllocation[] = [];
@@ -80,7 +115,7 @@ function attentionFused(qkv: Tensor, s: AttentionShape, forced?: AttentionSource
   };
   const out = empty(gpu, [s.b, s.t, c], { name: "attention" });
   const lse = empty(gpu, [s.b, s.h, s.t], { name: "attention_lse" });
-  gpu.dispatch(attentionForwardKernel(s, src), [
+  gpu.dispatch(kernels.forward(), [
     input(qkv, 3 * c),
     out.binding("attention"),
     lse.binding("attention"),
@@ -90,7 +125,7 @@ function attentionFused(qkv: Tensor, s: AttentionShape, forced?: AttentionSource
     const dqkv = empty(gpu, qkv.shape, { name: "dattention" });
     const dd = withCategory("workspace", () => empty(gpu, [s.b, s.h, s.t], { name: "attention_dd" }));
     const [tq, to, tg] = [input(qkv, 3 * c), input(out, c), input(g, c)];
-    gpu.dispatch(attentionBackwardQueryKernel(s, src), [
+    gpu.dispatch(kernels.query(), [
       tq,
       to,
       tg,
@@ -98,7 +133,7 @@ function attentionFused(qkv: Tensor, s: AttentionShape, forced?: AttentionSource
       dd.binding("attention"),
       dqkv.binding("attention"),
     ]);
-    gpu.dispatch(attentionBackwardKeyValueKernel(s, src), [
+    gpu.dispatch(kernels.keyValue(), [
       tq,
       tg,
       lse.binding("attention"),

@@ -5,11 +5,14 @@ import {
   layerNormForwardKernel,
   layerNormParamPartialsKernel,
 } from "../../kernels/layernorm.ts";
-import { COLUMN_CHUNK, columnFinishKernel } from "../../kernels/reduce.ts";
+import { layerNormBackwardGpuKernel, layerNormForwardGpuKernel } from "../../kernels/layernorm_rows.ts";
+import { COLUMN_CHUNK } from "../../kernels/reduce.ts";
+import { layerNormPlan } from "../../kernels/select.ts";
 import { needsGrad, record } from "../autograd.ts";
 import { empty, type Tensor, withCategory } from "../tensor.ts";
 import { expectF32, expectSameGpu, fmt } from "./checks.ts";
 import { vec4Input } from "./pack.ts";
+import { finishColumns } from "./reduce.ts";
 
 /** (x − μ)/√(σ² + eps) · gamma + beta over x's last dimension; gamma and beta have that size. */
 export function layerNorm(x: Tensor, gamma: Tensor, beta: Tensor, eps = 1e-5): Tensor {
@@ -30,7 +33,11 @@ export function layerNorm(x: Tensor, gamma: Tensor, beta: Tensor, eps = 1e-5): T
   const rstd = empty(gpu, [rows], { name: "ln_rstd" });
   const w = vectorWidth(c);
   const xin = vec4Input(x, "layerNorm", w);
-  gpu.dispatch(layerNormForwardKernel(rows, c, eps, xin.src), [
+  const plan = layerNormPlan(gpu.kernels, c, gpu.info.subgroupSize);
+  const forward = plan.kind === "thread"
+    ? layerNormForwardKernel(rows, c, eps, xin.src)
+    : layerNormForwardGpuKernel(rows, c, eps, plan.threads, plan.subgroups, xin.src);
+  gpu.dispatch(forward, [
     xin.binding,
     gamma.binding("layerNorm"),
     beta.binding("layerNorm"),
@@ -50,7 +57,10 @@ export function layerNorm(x: Tensor, gamma: Tensor, beta: Tensor, eps = 1e-5): T
     const [xi, gi] = [vec4Input(x, "layerNorm", w), vec4Input(g, "layerNorm", w)];
     if (needsGrad(x)) {
       dx = empty(gpu, x.shape, { name: "dlayernorm" });
-      gpu.dispatch(layerNormBackwardKernel(rows, c, xi.src, gi.src), [
+      const backward = plan.kind === "thread"
+        ? layerNormBackwardKernel(rows, c, xi.src, gi.src)
+        : layerNormBackwardGpuKernel(rows, c, plan.threads, plan.subgroups, xi.src, gi.src);
+      gpu.dispatch(backward, [
         xi.binding,
         gamma.binding("layerNorm"),
         mean.binding("layerNorm"),
@@ -77,9 +87,8 @@ export function layerNorm(x: Tensor, gamma: Tensor, beta: Tensor, eps = 1e-5): T
       ]);
       dgamma = empty(gpu, gamma.shape, { name: "dgamma" });
       dbeta = empty(gpu, beta.shape, { name: "dbeta" });
-      const finish = columnFinishKernel(chunks, c);
-      gpu.dispatch(finish, [pg.binding("layerNorm"), dgamma.binding("layerNorm")]);
-      gpu.dispatch(finish, [pb.binding("layerNorm"), dbeta.binding("layerNorm")]);
+      finishColumns(pg, chunks, c, dgamma, "layerNorm");
+      finishColumns(pb, chunks, c, dbeta, "layerNorm");
       pg.dispose();
       pb.dispose();
       if (!needsGrad(gamma)) {

@@ -7,11 +7,11 @@
  * the limit and no [N, V] tensor exists.
  */
 import { accumulateKernel } from "../../kernels/elementwise.ts";
-import { xentBackwardKernel, xentFinishKernel, xentRowsKernel } from "../../kernels/softmax_xent.ts";
+import { xentBackwardKernel } from "../../kernels/softmax_xent.ts";
 import { needsGrad, record } from "../autograd.ts";
 import { empty, type Tensor, withCategory, zeros } from "../tensor.ts";
 import { expectF32, expectRowTargets, expectSameGpu, fmt } from "./checks.ts";
-import { crossEntropy } from "./cross_entropy.ts";
+import { crossEntropy, xentFinish, xentRows } from "./cross_entropy.ts";
 import { matmul, type MatmulOptions, matmulShape, runMatmul } from "./matmul.ts";
 
 /** Options of {@link lmHeadLoss}. */
@@ -87,22 +87,19 @@ function chunkedLoss(
     return runMatmul(a, b, s, shape, undefined, out);
   };
   for (const [r0, r1] of spans) {
-    const views = [
-      flat.rows(r0, r1),
-      targets.rows(r0, r1),
-      mask.rows(r0, r1),
-      lse.rows(r0, r1),
-      rowLoss.rows(r0, r1),
-    ];
-    const logits = withCategory("workspace", () => mm(views[0], wte, { transB: true }));
-    gpu.dispatch(
-      xentRowsKernel(r1 - r0, v),
-      [logits, ...views.slice(1)].map((t) => t.binding("lmHeadLoss")),
-    );
+    const xs = flat.rows(r0, r1);
+    const rowViews = {
+      targets: targets.rows(r0, r1),
+      mask: mask.rows(r0, r1),
+      lse: lse.rows(r0, r1),
+      rowLoss: rowLoss.rows(r0, r1),
+    };
+    const logits = withCategory("workspace", () => mm(xs, wte, { transB: true }));
+    xentRows({ binding: logits.binding("lmHeadLoss"), src: "storage" }, r1 - r0, v, rowViews, "lmHeadLoss");
     logits.dispose();
-    for (const t of views) t.dispose();
+    for (const t of [xs, ...Object.values(rowViews)]) t.dispose();
   }
-  gpu.dispatch(xentFinishKernel(rows), [rowLoss, mask, loss, scale].map((t) => t.binding("lmHeadLoss")));
+  xentFinish(rowLoss, mask, loss, scale, "lmHeadLoss");
   rowLoss.dispose();
   const out = record("lmHeadLoss", loss, [x, wte], [flat, wte, targets, mask, lse, scale], (g) => {
     const dx = needsGrad(x) ? empty(gpu, x.shape, { name: "dlm_x" }) : null;

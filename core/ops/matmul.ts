@@ -3,10 +3,11 @@
  * Shapes: a [..., M, K] (or [K, M] with transA, 2-D only when b is 2-D), b [K, N] (or [N, K] with
  * transB) shared by every row of a, or b with the same batch dimensions as a.
  */
-import { type MatmulShape, matmulTiledKernel, tiledGrid } from "../../kernels/matmul.ts";
-import { type MatmulVariant, matmulVariant } from "../../kernels/select.ts";
+import { type MatmulPlan, type MatmulShape, matmulTiledKernel, tiledGrid } from "../../kernels/matmul.ts";
+import { matmulSplitReduceKernel } from "../../kernels/matmul_splitk.ts";
+import { matmulPlan, type MatmulVariant, matmulVariant } from "../../kernels/select.ts";
 import { needsGrad, record } from "../autograd.ts";
-import { empty, type Tensor } from "../tensor.ts";
+import { empty, type Tensor, withCategory } from "../tensor.ts";
 import { expectF32, expectSameGpu, fmt } from "./checks.ts";
 import { runPacked } from "./matmul_packed.ts";
 import { sumColumns } from "./reduce.ts";
@@ -43,11 +44,41 @@ export function runMatmul(
   const c = out ?? empty(gpu, shape, { name: "matmul" });
   const packed = (variant ?? matmulVariant(gpu.kernels, s)) === "packed";
   // The tiled kernel also serves packed requests whose textures would exceed the device's limit.
-  if (!packed || !runPacked(a, b, c, s, undefined, bias)) {
-    const bindings = [a.binding("matmul"), b.binding("matmul"), c.binding("matmul")];
-    gpu.dispatch(matmulTiledKernel(s), bias ? [...bindings, bias.binding("matmul")] : bindings, tiledGrid(s));
-  }
+  if (!packed || !runPacked(a, b, c, s, undefined, bias)) runTiled(a, b, c, s, undefined, bias);
   return c;
+}
+
+/**
+ * Records c = op(a)·op(b) (+ bias) for `s` with the tiled kernel under `plan` (default: the one
+ * kernels/select.ts picks for this device); a split-K plan sums its partials in a second kernel.
+ */
+export function runTiled(
+  a: Tensor,
+  b: Tensor,
+  c: Tensor,
+  s: MatmulShape,
+  plan: MatmulPlan = matmulPlan(s, a.gpu.info.limits),
+  bias?: Tensor,
+): void {
+  const gpu = a.gpu;
+  const inputs = [a.binding("matmul"), b.binding("matmul")];
+  if (plan.splits === 1) {
+    const out = [c.binding("matmul"), ...(bias ? [bias.binding("matmul")] : [])];
+    gpu.dispatch(matmulTiledKernel(s, plan), [...inputs, ...out], tiledGrid(s, plan));
+    return;
+  }
+  const parts = withCategory(
+    "workspace",
+    () => empty(gpu, [plan.splits, s.batch * s.m * s.n], { name: "matmul_partials" }),
+  );
+  gpu.dispatch(
+    matmulTiledKernel({ ...s, bias: false }, plan),
+    [...inputs, parts.binding("matmul")],
+    tiledGrid(s, plan),
+  );
+  const reduce = [parts.binding("matmul"), c.binding("matmul"), ...(bias ? [bias.binding("matmul")] : [])];
+  gpu.dispatch(matmulSplitReduceKernel(s, plan.splits), reduce);
+  parts.dispose();
 }
 
 function describe(a: Tensor, b: Tensor, o: MatmulOptions): string {

@@ -1,27 +1,85 @@
 /** sum, mean, column sums and the global L2 norm, deterministic (fixed summation order). */
-import { vectorWidth } from "../../kernels/kernel.ts";
+import { type Kernel, vectorWidth } from "../../kernels/kernel.ts";
 import {
   COLUMN_CHUNK,
-  columnFinishKernel,
   columnPartialsKernel,
   l2NormBackwardKernel,
-  sumFinishKernel,
-  sumPartialsKernel,
-  sumParts,
+  partialsInput,
+  partialsOutput,
+  scalarOutput,
+  type SumInput,
+  type SumOutput,
+  sumPassKernel,
+  tensorSumInput,
 } from "../../kernels/reduce.ts";
+import { sumBlocksKernel } from "../../kernels/reduce_gpu.ts";
+import { columnPassRows, type KernelFamily, type SumPass, sumPass } from "../../kernels/select.ts";
 import { broadcastScalarKernel } from "../../kernels/elementwise.ts";
 import { noGrad, record } from "../autograd.ts";
-import type { Gpu } from "../gpu.ts";
+import type { Binding, Gpu } from "../gpu.ts";
 import { empty, type Tensor, withCategory } from "../tensor.ts";
 import { expectF32 } from "./checks.ts";
 import { vec4Input } from "./pack.ts";
 
-function partials(x: Tensor, square: boolean): Tensor {
-  const p = withCategory("workspace", () => empty(x.gpu, [sumParts(x.size)], { name: "sum_partials" }));
-  const xin = vec4Input(x, "sum", vectorWidth(x.size));
-  x.gpu.dispatch(sumPartialsKernel(x.size, square, xin.src), [xin.binding, p.binding("sum")]);
-  xin.done();
-  return p;
+function passKernel(input: SumInput, pass: SumPass, output: SumOutput): Kernel {
+  return pass.kind === "spans"
+    ? sumPassKernel(input, pass.parts, output)
+    : sumBlocksKernel(input, pass.threads, pass.perThread, pass.subgroups, output);
+}
+
+/** One pass of a sum: its kernel, and how many partials it writes (1: the last pass). */
+export interface SumPassKernel {
+  /** The kernel. */
+  kernel: Kernel;
+  /** Partial sums it writes. */
+  parts: number;
+}
+
+/**
+ * The passes summing `input` into `output` on a device of kernel family `family` (subgroupSize 0:
+ * no subgroups): partials of partials until one pass covers everything, so no invocation loops
+ * over more than kernels/select.ts allows however long the input.
+ */
+export function sumPasses(
+  family: KernelFamily,
+  subgroupSize: number,
+  input: SumInput,
+  output: SumOutput,
+): SumPassKernel[] {
+  const passes: SumPassKernel[] = [];
+  for (let src = input;;) {
+    const pass = sumPass(family, src.n, subgroupSize);
+    if (pass.parts === 1) return [...passes, { kernel: passKernel(src, pass, output), parts: 1 }];
+    passes.push({ kernel: passKernel(src, pass, partialsOutput(src.type)), parts: pass.parts });
+    src = partialsInput(pass.parts, src.type);
+  }
+}
+
+/**
+ * Records the {@link sumPasses} of `input` (bound to `bindings`) writing through `output` (bound
+ * to `outBindings`).
+ */
+export function sumInto(
+  gpu: Gpu,
+  input: SumInput,
+  bindings: readonly Binding[],
+  output: SumOutput,
+  outBindings: readonly Binding[],
+  op: string,
+): void {
+  const lanes = input.type === "f32" ? 1 : 2;
+  let [bound, held] = [bindings, null as Tensor | null];
+  for (const { kernel, parts } of sumPasses(gpu.kernels, gpu.info.subgroupSize, input, output)) {
+    if (parts === 1) {
+      gpu.dispatch(kernel, [...bound, ...outBindings]);
+      break;
+    }
+    const part = withCategory("workspace", () => empty(gpu, [parts, lanes], { name: `${op}_partials` }));
+    gpu.dispatch(kernel, [...bound, part.binding(op)]);
+    held?.dispose();
+    [bound, held] = [[part.binding(op)], part];
+  }
+  held?.dispose();
 }
 
 /** Writes f(scale·Σx) (or of Σx²) into out[slot]; f is sqrt when `sqrt`. */
@@ -33,9 +91,16 @@ function reduceInto(
   square: boolean,
   sqrt: boolean,
 ): void {
-  const p = partials(x, square);
-  x.gpu.dispatch(sumFinishKernel(p.size, scale, sqrt, slot), [p.binding("sum"), out.binding("sum")], [1]);
-  p.dispose();
+  const xin = vec4Input(x, "sum", vectorWidth(x.size));
+  sumInto(
+    x.gpu,
+    tensorSumInput(x.size, square, xin.src),
+    [xin.binding],
+    scalarOutput(scale, sqrt, slot),
+    [out.binding("sum")],
+    "sum",
+  );
+  xin.done();
 }
 
 function reduceAll(x: Tensor, c: number): Tensor {
@@ -65,6 +130,36 @@ export function mean(x: Tensor): Tensor {
   return record("mean", reduceAll(x, 1 / x.size), [x], [], (g) => [broadcastBack(g, x.shape, 1 / x.size)]);
 }
 
+/**
+ * The passes finishing column sums of `rows` × `cols` partials: each sums spans of rows, as many
+ * as kernels/select.ts allows, into `parts` rows, until one row is left.
+ */
+export function columnPasses(family: KernelFamily, rows: number, cols: number): SumPassKernel[] {
+  const passes: SumPassKernel[] = [];
+  let n = rows;
+  do {
+    const span = columnPassRows(family, n);
+    const parts = Math.ceil(n / span);
+    passes.push({ kernel: columnPartialsKernel(n, cols, "storage", span), parts });
+    n = parts;
+  } while (n > 1);
+  return passes;
+}
+
+/** Records out = column sums of `partials` (rows × cols) by {@link columnPasses}; `partials` is left as it was. */
+export function finishColumns(partials: Tensor, rows: number, cols: number, out: Tensor, op: string): void {
+  const gpu = partials.gpu;
+  let src = partials;
+  for (const { kernel, parts } of columnPasses(gpu.kernels, rows, cols)) {
+    const dst = parts === 1
+      ? out
+      : withCategory("workspace", () => empty(gpu, [parts, cols], { name: `${op}_column_partials` }));
+    gpu.dispatch(kernel, [src.binding(op), dst.binding(op)]);
+    if (src !== partials) src.dispose();
+    src = dst;
+  }
+}
+
 /** Column sums of x viewed as rows × cols, shaped `shape` (the bias gradient); not recorded. */
 export function sumColumns(x: Tensor, rows: number, cols: number, shape: readonly number[]): Tensor {
   const out = empty(x.gpu, shape, { name: "sum_columns" });
@@ -79,7 +174,7 @@ export function sumColumns(x: Tensor, rows: number, cols: number, shape: readonl
   const p = withCategory("workspace", () => empty(x.gpu, [chunks, cols], { name: "column_partials" }));
   x.gpu.dispatch(partials, [xin.binding, p.binding("sum_columns")]);
   xin.done();
-  x.gpu.dispatch(columnFinishKernel(chunks, cols), [p.binding("sum_columns"), out.binding("sum_columns")]);
+  finishColumns(p, chunks, cols, out, "sum_columns");
   p.dispose();
   return out;
 }
@@ -114,10 +209,14 @@ export function globalNorm(gpu: Gpu, xs: readonly Tensor[]): Tensor {
       reduceInto(x, squares, i, 1, true, false);
     });
     const out = empty(gpu, [1], { name: "global_norm" });
-    gpu.dispatch(sumFinishKernel(xs.length, 1, true, 0), [
-      squares.binding("globalNorm"),
-      out.binding("globalNorm"),
-    ], [1]);
+    sumInto(
+      gpu,
+      partialsInput(xs.length, "f32"),
+      [squares.binding("globalNorm")],
+      scalarOutput(1, true, 0),
+      [out.binding("globalNorm")],
+      "globalNorm",
+    );
     squares.dispose();
     return out;
   });

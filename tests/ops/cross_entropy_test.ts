@@ -1,8 +1,10 @@
 import { equal, ok, throws } from "node:assert/strict";
+import { backward } from "../../core/autograd.ts";
+import { Gpu } from "../../core/gpu.ts";
 import { crossEntropy } from "../../core/ops/cross_entropy.ts";
 import { fromArray } from "../../core/tensor.ts";
-import { crossEntropyRef } from "../reference/cpu.ts";
-import { assertClose, checkOp, gpuTest } from "../helpers.ts";
+import { crossEntropyGradRef, crossEntropyRef } from "../reference/cpu.ts";
+import { assertClose, checkOp, gpuTest, KERNEL_FAMILIES, param, rng, testGpu } from "../helpers.ts";
 
 const targets = [3, 0, 4, 1, 2, 4];
 
@@ -71,4 +73,54 @@ gpuTest("an all-zero mask gives loss 0; an out-of-range target gives NaN, not a 
     () => crossEntropy(x, fromArray(gpu, [1, 2], [2], { dtype: "u32" }), one),
     /logits \[3, 4\] have 3 rows/,
   );
+});
+
+/** Each kernel family, and the GPU family without subgroups where the adapter has them. */
+async function kernelVariants(): Promise<[string, Gpu][]> {
+  const out: [string, Gpu][] = [];
+  for (const family of KERNEL_FAMILIES) {
+    const gpu = await testGpu(family);
+    out.push([family, gpu]);
+    if (family === "gpu" && gpu.info.subgroupSize > 0) {
+      out.push(["gpu without subgroups", new Gpu(gpu.device, { ...gpu.info, subgroupSize: 0 })]);
+    }
+  }
+  return out;
+}
+
+/**
+ * crossEntropy of `rows` × `v` random logits on `gpu` against the f64 reference: the loss, and the
+ * gradient at every logit against softmax − onehot (which a wrong lse would shift everywhere).
+ */
+async function checkXent(gpu: Gpu, rows: number, v: number, what: string): Promise<void> {
+  const rand = rng(rows + v);
+  const x = Float32Array.from({ length: rows * v }, () => 6 * rand() - 3);
+  const tg = Array.from({ length: rows }, () => Math.floor(rand() * v));
+  const mask = Array.from({ length: rows }, (_, r) => (r % 7 === 2 ? 0 : 1));
+  const logits = param(gpu, x, [rows, v], "logits");
+  const t = fromArray(gpu, tg, [rows], { dtype: "u32" });
+  const m = fromArray(gpu, mask, [rows]);
+  const loss = crossEntropy(logits, t, m);
+  assertClose(await loss.download(), [crossEntropyRef(x, tg, mask, v)], { what: `${what}: loss` });
+  backward(loss);
+  assertClose(await logits.grad!.download(), crossEntropyGradRef(x, tg, mask, v), {
+    rtol: 2e-3,
+    atol: 1e-9,
+    what: `${what}: dlogits`,
+  });
+  for (const a of [logits, t, m, loss]) a.dispose();
+}
+
+gpuTest(
+  "cross-entropy over GPT-2's vocabulary and beyond 65,535 logits per row, in every kernel family",
+  async () => {
+    // 50257 and 65537 are odd (scalar loads); 50260 is read as vec4 units.
+    for (const [name, gpu] of await kernelVariants()) {
+      for (const v of [50257, 65537, 50260]) await checkXent(gpu, 48, v, `${name}, [48, ${v}]`);
+    }
+  },
+);
+
+gpuTest("cross-entropy over 70,000 rows (a finish longer than 65,535) in every kernel family", async () => {
+  for (const [name, gpu] of await kernelVariants()) await checkXent(gpu, 70000, 3, `${name}, [70000, 3]`);
 });

@@ -1,8 +1,9 @@
 import { throws } from "node:assert/strict";
+import { Gpu } from "../../core/gpu.ts";
 import { layerNorm } from "../../core/ops/layernorm.ts";
 import { fromArray } from "../../core/tensor.ts";
 import { layerNormRef } from "../reference/cpu.ts";
-import { checkOp, gpuTest } from "../helpers.ts";
+import { checkOp, gpuTest, KERNEL_FAMILIES, testGpu } from "../helpers.ts";
 
 gpuTest("layerNorm matches the reference and finite differences for x, gamma and beta", async (gpu) => {
   // [260, 64] is big enough to be read through texture copies on software adapters; [4096, 6] is
@@ -28,3 +29,38 @@ gpuTest("layerNorm refuses parameters of the wrong size", (gpu) => {
   x.dispose();
   g.dispose();
 });
+
+/** Each kernel family, and the GPU family without subgroups where the adapter has them. */
+async function kernelVariants(): Promise<[string, Gpu][]> {
+  const out: [string, Gpu][] = [];
+  for (const family of KERNEL_FAMILIES) {
+    const gpu = await testGpu(family);
+    out.push([family, gpu]);
+    if (family === "gpu" && gpu.info.subgroupSize > 0) {
+      out.push(["gpu without subgroups", new Gpu(gpu.device, { ...gpu.info, subgroupSize: 0 })]);
+    }
+  }
+  return out;
+}
+
+gpuTest(
+  "layerNorm over GPT-2 widths (768, 1600) and odd ones matches the reference in every kernel family",
+  async () => {
+    for (const [name, gpu] of await kernelVariants()) {
+      // 21847 floats: three passes over such a row pass 65,535 loop iterations, so even the
+      // software family takes a workgroup per row.
+      for (const [rows, c] of [[5, 1601], [6, 768], [3, 1600], [70, 8], [2, 21847]]) {
+        await checkOp(gpu, {
+          shapes: [[rows, c], [c], [c]],
+          run: ([x, g, b]) => layerNorm(x, g, b),
+          reference: ([x, g, b]) => layerNormRef(x, g, b, c),
+          gradRtol: 2e-3,
+          gradAtol: 5e-4,
+          maxDifferences: 40,
+        }).catch((e) => {
+          throw new Error(`${name}, [${rows}, ${c}]: ${e.message}`);
+        });
+      }
+    }
+  },
+);

@@ -3,7 +3,16 @@ import { backward } from "../../core/autograd.ts";
 import { lmHeadChunkRows, lmHeadLoss } from "../../core/ops/lm_head.ts";
 import { fromArray } from "../../core/tensor.ts";
 import { crossEntropyRef, matmulRef } from "../reference/cpu.ts";
-import { assertClose, checkOp, gpuTest, param, randomArray, rng } from "../helpers.ts";
+import {
+  assertClose,
+  checkOp,
+  gpuTest,
+  KERNEL_FAMILIES,
+  param,
+  randomArray,
+  rng,
+  testGpu,
+} from "../helpers.ts";
 
 const [ROWS, C, V] = [150, 8, 37];
 const rand = rng(11);
@@ -84,3 +93,32 @@ gpuTest("both LM head paths refuse targets and masks of the wrong type or size",
   }
   for (const a of [x, w, t, m, short, u32Mask]) a.dispose();
 });
+
+for (const family of KERNEL_FAMILIES) {
+  gpuTest(`chunked and whole LM head agree over GPT-2's vocabulary (${family} kernels)`, async () => {
+    const gpu = await testGpu(family);
+    const [rows, v] = [80, 50257];
+    const [tg, mk] = [targets.slice(0, rows), mask.slice(0, rows)];
+    const r = rng(9);
+    const x0 = randomArray(r, rows * C, -2, 2), w0 = randomArray(r, v * C);
+    const t = fromArray(gpu, tg, [rows], { dtype: "u32" });
+    const m = fromArray(gpu, mk, [rows]);
+    const runs = [];
+    for (const chunkRows of [64, rows]) {
+      const x = param(gpu, x0, [rows, C], "x");
+      const w = param(gpu, w0, [v, C], "wte");
+      const loss = lmHeadLoss(x, w, t, m, { chunkRows });
+      const value = await loss.download();
+      backward(loss);
+      runs.push({ value, dx: await x.grad!.download(), dw: await w.grad!.download() });
+      for (const p of [x, w, loss]) p.dispose();
+    }
+    const logits = matmulRef(Float32Array.from(x0), Float32Array.from(w0), rows, v, C, false, true);
+    assertClose(runs[1].value, [crossEntropyRef(logits, tg, mk, v)], { what: "whole loss" });
+    assertClose(runs[0].value, runs[1].value, { what: "chunked loss" });
+    assertClose(runs[0].dx, runs[1].dx, { what: "dx", atol: 1e-6 });
+    assertClose(runs[0].dw, runs[1].dw, { what: "dwte", atol: 1e-7 });
+    t.dispose();
+    m.dispose();
+  });
+}

@@ -112,3 +112,28 @@ export function attentionRef(
   }
   return out;
 }
+
+/** Gradient of {@link crossEntropyRef} in the logits: mask[r]/Σ mask · (softmax(row r) − onehot(target r)). */
+export function crossEntropyGradRef(
+  logits: ArrayLike<number>,
+  targets: ArrayLike<number>,
+  mask: ArrayLike<number>,
+  v: number,
+): Float64Array {
+  const g = new Float64Array(targets.length * v);
+  let w = 0;
+  for (let r = 0; r < targets.length; r++) w += mask[r];
+  if (w === 0) return g;
+  for (let r = 0; r < targets.length; r++) {
+    if (mask[r] === 0) continue;
+    let mx = -Infinity;
+    for (let j = 0; j < v; j++) mx = Math.max(mx, logits[r * v + j]);
+    let z = 0;
+    for (let j = 0; j < v; j++) z += Math.exp(logits[r * v + j] - mx);
+    for (let j = 0; j < v; j++) {
+      const p = Math.exp(logits[r * v + j] - mx) / z;
+      g[r * v + j] = (mask[r] / w) * (p - (j === targets[r] ? 1 : 0));
+    }
+  }
+  return g;
+}
