@@ -17,6 +17,10 @@ const PASSED = [
   "VK_DRIVER_FILES",
   "VK_ICD_FILENAMES",
   "CUDA_VISIBLE_DEVICES",
+  // Set on some machines because older OpenBLAS builds compute wrong results there: the PyTorch
+  // peer and checks must run as Python would from the shell.
+  "OPENBLAS_CORETYPE",
+  "OPENBLAS_L2_SIZE",
   "LD_LIBRARY_PATH",
 ] as const;
 

@@ -19,6 +19,7 @@ torch.backends.cudnn.allow_tf32 = False
 torch.set_num_threads(os.cpu_count())
 torch.manual_seed(0)
 sync = torch.cuda.synchronize if cuda else (lambda: None)
+has_sdpa = hasattr(F, "scaled_dot_product_attention")  # torch >= 2.0
 def timed(f, reps, warm=3):
     for _ in range(warm): f()
     best = 1e9
@@ -52,14 +53,15 @@ print(timed(lambda: ${transA ? "a.t()" : "a"} @ ${transB ? "b.t()" : "b"}, 10))
 
 /**
  * Best-of-10 ms of causal attention forward + backward on [B, H, T, hd] q, k, v: manual (scores,
- * masked softmax, ·V, as eager GPT-2 code does) and torch's scaled_dot_product_attention.
+ * masked softmax, ·V, as eager GPT-2 code does) and torch's scaled_dot_product_attention (null
+ * before torch 2.0).
  */
 export async function torchAttentionMs(
   b: number,
   h: number,
   t: number,
   hd: number,
-): Promise<{ manual: number; sdpa: number } | null> {
+): Promise<{ manual: number; sdpa: number | null } | null> {
   const out = await runPython(`${PRELUDE}
 q, k, v = (torch.rand(${b}, ${h}, ${t}, ${hd}, device=dev, requires_grad=True) for _ in range(3))
 g = torch.rand(${b}, ${h}, ${t}, ${hd}, device=dev)
@@ -69,11 +71,11 @@ def manual():
     (att @ v).backward(g)
 def sdpa():
     F.scaled_dot_product_attention(q, k, v, is_causal=True).backward(g)
-print(timed(manual, 10), timed(sdpa, 10))
+print(timed(manual, 10), timed(sdpa, 10) if has_sdpa else "none")
 `);
   if (out === null) return null;
-  const [manual, sdpa] = out.split(/\s+/).map(Number);
-  return { manual, sdpa };
+  const [manual, sdpa] = out.split(/\s+/);
+  return { manual: Number(manual), sdpa: sdpa === "none" ? null : Number(sdpa) };
 }
 
 /** The training-step configuration both sides run. */
@@ -89,11 +91,11 @@ export interface StepConfig {
 /**
  * Milliseconds per GPT-2 training step (forward, backward, AdamW) in PyTorch eager fp32 (on the GPU
  * when torch sees one), best of 10 after 3 warm-up steps, with manual attention (as our bench's model
- * computes it) and with scaled_dot_product_attention; null without torch.
+ * computes it) and with scaled_dot_product_attention (null before torch 2.0); null without torch.
  */
 export async function torchTrainStepMs(
   c: StepConfig,
-): Promise<{ ms: number; sdpaMs: number; device: string } | null> {
+): Promise<{ ms: number; sdpaMs: number | null; device: string } | null> {
   const out = await runPython(`${PRELUDE}
 L, C, H, V, T, B = ${c.nLayer}, ${c.nEmbd}, ${c.nHead}, ${c.vocabSize}, ${c.blockSize}, ${c.batchSize}
 class Block(nn.Module):
@@ -131,9 +133,9 @@ def run(sdpa):
     ms = timed(step, 10)
     del m, opt
     return ms
-print(run(False), run(True), "cuda" if cuda else f"cpu-{torch.get_num_threads()}")
+print(run(False), run(True) if has_sdpa else "none", "cuda" if cuda else f"cpu-{torch.get_num_threads()}")
 `);
   if (out === null) return null;
   const [ms, sdpaMs, device] = out.split(/\s+/);
-  return { ms: Number(ms), sdpaMs: Number(sdpaMs), device };
+  return { ms: Number(ms), sdpaMs: sdpaMs === "none" ? null : Number(sdpaMs), device };
 }
