@@ -1,5 +1,5 @@
 /** Test helpers: one shared device, seeded random data, closeness checks, finite differences. */
-import { type Gpu, requestGpu } from "../core/gpu.ts";
+import { Gpu, requestGpu } from "../core/gpu.ts";
 import { backward } from "../core/autograd.ts";
 import type { KernelFamily } from "../kernels/select.ts";
 import { findTorch, runChild, type TorchPython } from "../experiments/child.ts";
@@ -23,6 +23,19 @@ export function testGpu(kernels?: KernelFamily): Promise<Gpu> {
 
 /** Both kernel families, for tests that check every kernel against the same reference. */
 export const KERNEL_FAMILIES: readonly KernelFamily[] = ["gpu", "software"];
+
+/** Each kernel family, and the GPU family without subgroups where the adapter has them. */
+export async function kernelVariants(): Promise<[string, Gpu][]> {
+  const out: [string, Gpu][] = [];
+  for (const family of KERNEL_FAMILIES) {
+    const gpu = await testGpu(family);
+    out.push([family, gpu]);
+    if (family === "gpu" && gpu.info.subgroupSize > 0) {
+      out.push(["gpu without subgroups", new Gpu(gpu.device, { ...gpu.info, subgroupSize: 0 })]);
+    }
+  }
+  return out;
+}
 
 /** Deno.test for GPU work: the device's long-lived promises are not leaks. */
 export function gpuTest(

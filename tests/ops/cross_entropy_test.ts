@@ -1,10 +1,10 @@
 import { equal, ok, throws } from "node:assert/strict";
 import { backward } from "../../core/autograd.ts";
-import { Gpu } from "../../core/gpu.ts";
+import type { Gpu } from "../../core/gpu.ts";
 import { crossEntropy } from "../../core/ops/cross_entropy.ts";
 import { fromArray } from "../../core/tensor.ts";
 import { crossEntropyGradRef, crossEntropyRef } from "../reference/cpu.ts";
-import { assertClose, checkOp, gpuTest, KERNEL_FAMILIES, param, rng, testGpu } from "../helpers.ts";
+import { assertClose, checkOp, gpuTest, kernelVariants, param, rng } from "../helpers.ts";
 
 const targets = [3, 0, 4, 1, 2, 4];
 
@@ -74,19 +74,6 @@ gpuTest("an all-zero mask gives loss 0; an out-of-range target gives NaN, not a 
     /logits \[3, 4\] have 3 rows/,
   );
 });
-
-/** Each kernel family, and the GPU family without subgroups where the adapter has them. */
-async function kernelVariants(): Promise<[string, Gpu][]> {
-  const out: [string, Gpu][] = [];
-  for (const family of KERNEL_FAMILIES) {
-    const gpu = await testGpu(family);
-    out.push([family, gpu]);
-    if (family === "gpu" && gpu.info.subgroupSize > 0) {
-      out.push(["gpu without subgroups", new Gpu(gpu.device, { ...gpu.info, subgroupSize: 0 })]);
-    }
-  }
-  return out;
-}
 
 /**
  * crossEntropy of `rows` × `v` random logits on `gpu` against the f64 reference: the loss, and the

@@ -1,9 +1,8 @@
 import { throws } from "node:assert/strict";
-import { Gpu } from "../../core/gpu.ts";
 import { layerNorm } from "../../core/ops/layernorm.ts";
 import { fromArray } from "../../core/tensor.ts";
 import { layerNormRef } from "../reference/cpu.ts";
-import { checkOp, gpuTest, KERNEL_FAMILIES, testGpu } from "../helpers.ts";
+import { checkOp, gpuTest, kernelVariants } from "../helpers.ts";
 
 gpuTest("layerNorm matches the reference and finite differences for x, gamma and beta", async (gpu) => {
   // [260, 64] is big enough to be read through texture copies on software adapters; [4096, 6] is
@@ -29,19 +28,6 @@ gpuTest("layerNorm refuses parameters of the wrong size", (gpu) => {
   x.dispose();
   g.dispose();
 });
-
-/** Each kernel family, and the GPU family without subgroups where the adapter has them. */
-async function kernelVariants(): Promise<[string, Gpu][]> {
-  const out: [string, Gpu][] = [];
-  for (const family of KERNEL_FAMILIES) {
-    const gpu = await testGpu(family);
-    out.push([family, gpu]);
-    if (family === "gpu" && gpu.info.subgroupSize > 0) {
-      out.push(["gpu without subgroups", new Gpu(gpu.device, { ...gpu.info, subgroupSize: 0 })]);
-    }
-  }
-  return out;
-}
 
 gpuTest(
   "layerNorm over GPT-2 widths (768, 1600) and odd ones matches the reference in every kernel family",

@@ -1,8 +1,7 @@
-import { Gpu } from "../../core/gpu.ts";
 import { globalNorm, l2Norm, mean, sum } from "../../core/ops/reduce.ts";
 import { add } from "../../core/ops/elementwise.ts";
 import { fromArray } from "../../core/tensor.ts";
-import { assertClose, checkOp, gpuTest, KERNEL_FAMILIES, randomArray, rng, testGpu } from "../helpers.ts";
+import { assertClose, checkOp, gpuTest, kernelVariants, randomArray, rng } from "../helpers.ts";
 
 const total = (x: Float64Array) => x.reduce((p, v) => p + v, 0);
 
@@ -54,19 +53,6 @@ gpuTest("globalNorm is the norm of all tensors together", async (gpu) => {
   assertClose(await n.download(), [expected], { what: "global norm" });
   for (const t of [...ts, n]) t.dispose();
 });
-
-/** Each kernel family, and the GPU family without subgroups where the adapter has them. */
-async function kernelVariants(): Promise<[string, Gpu][]> {
-  const out: [string, Gpu][] = [];
-  for (const family of KERNEL_FAMILIES) {
-    const gpu = await testGpu(family);
-    out.push([family, gpu]);
-    if (family === "gpu" && gpu.info.subgroupSize > 0) {
-      out.push(["gpu without subgroups", new Gpu(gpu.device, { ...gpu.info, subgroupSize: 0 })]);
-    }
-  }
-  return out;
-}
 
 gpuTest(
   "sums of 280,000 and 210,003 elements (passes of partials) match the reference in every kernel family",
