@@ -1,7 +1,8 @@
 import { equal, throws } from "node:assert/strict";
 import { backward } from "../../core/autograd.ts";
 import { lmHeadChunkRows, lmHeadLoss } from "../../core/ops/lm_head.ts";
-import { fromArray } from "../../core/tensor.ts";
+import { fromArray, type Tensor } from "../../core/tensor.ts";
+import type { Gpu } from "../../core/gpu.ts";
 import { crossEntropyRef, matmulRef } from "../reference/cpu.ts";
 import {
   assertClose,
@@ -40,6 +41,29 @@ for (const chunkRows of [64, undefined]) {
   );
 }
 
+/** Loss, dx and dwte of the LM head in chunks of 64 rows (runs[0]) and in one piece (runs[1]). */
+async function chunkedAndWhole(
+  gpu: Gpu,
+  x0: Float64Array,
+  w0: Float64Array,
+  t: Tensor,
+  m: Tensor,
+  rows: number,
+  v: number,
+): Promise<{ value: Float32Array; dx: Float32Array; dw: Float32Array }[]> {
+  const runs = [];
+  for (const chunkRows of [64, rows]) {
+    const x = param(gpu, x0, [rows, C], "x");
+    const w = param(gpu, w0, [v, C], "wte");
+    const loss = lmHeadLoss(x, w, t, m, { chunkRows });
+    const value = await loss.download();
+    backward(loss);
+    runs.push({ value, dx: await x.grad!.download(), dw: await w.grad!.download() });
+    for (const p of [x, w, loss]) p.dispose();
+  }
+  return runs;
+}
+
 gpuTest(
   "chunked and whole LM head give the same loss and gradients (scalar and vec4 vocabularies)",
   async (gpu) => {
@@ -48,16 +72,7 @@ gpuTest(
       const x0 = randomArray(r, ROWS * C, -2, 2), w0 = randomArray(r, v * C);
       const t = fromArray(gpu, targets, [ROWS], { dtype: "u32" });
       const m = fromArray(gpu, mask, [ROWS]);
-      const runs = [];
-      for (const chunkRows of [64, ROWS]) {
-        const x = param(gpu, x0, [ROWS, C], "x");
-        const w = param(gpu, w0, [v, C], "wte");
-        const loss = lmHeadLoss(x, w, t, m, { chunkRows });
-        const value = await loss.download();
-        backward(loss);
-        runs.push({ value, dx: await x.grad!.download(), dw: await w.grad!.download() });
-        for (const p of [x, w, loss]) p.dispose();
-      }
+      const runs = await chunkedAndWhole(gpu, x0, w0, t, m, ROWS, v);
       assertClose(runs[0].value, runs[1].value, { what: `loss, V ${v}` });
       assertClose(runs[0].dx, runs[1].dx, { what: `dx, V ${v}`, atol: 1e-6 });
       assertClose(runs[0].dw, runs[1].dw, { what: `dwte, V ${v}`, atol: 1e-6 });
@@ -103,16 +118,7 @@ for (const family of KERNEL_FAMILIES) {
     const x0 = randomArray(r, rows * C, -2, 2), w0 = randomArray(r, v * C);
     const t = fromArray(gpu, tg, [rows], { dtype: "u32" });
     const m = fromArray(gpu, mk, [rows]);
-    const runs = [];
-    for (const chunkRows of [64, rows]) {
-      const x = param(gpu, x0, [rows, C], "x");
-      const w = param(gpu, w0, [v, C], "wte");
-      const loss = lmHeadLoss(x, w, t, m, { chunkRows });
-      const value = await loss.download();
-      backward(loss);
-      runs.push({ value, dx: await x.grad!.download(), dw: await w.grad!.download() });
-      for (const p of [x, w, loss]) p.dispose();
-    }
+    const runs = await chunkedAndWhole(gpu, x0, w0, t, m, rows, v);
     const logits = matmulRef(Float32Array.from(x0), Float32Array.from(w0), rows, v, C, false, true);
     assertClose(runs[1].value, [crossEntropyRef(logits, tg, mk, v)], { what: "whole loss" });
     assertClose(runs[0].value, runs[1].value, { what: "chunked loss" });
