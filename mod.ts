@@ -18,19 +18,29 @@ export {
   type Backend,
   type Binding,
   Gpu,
+  type GpuDeviceOptions,
+  GpuLostError,
   type GpuOptions,
   GpuStepError,
+  isGpuFault,
   NoAdapterError,
+  parseDebugFlag,
+  parseMemoryLimit,
   requestGpu,
 } from "./core/gpu.ts";
 export {
   type Allocation,
+  type AllocationInfo,
   type BufferKind,
   CATEGORIES,
   type Category,
   type CategoryBytes,
+  formatBytes,
+  GpuMemoryError,
   Memory,
   type MemoryEvent,
+  type MemoryLimitKind,
+  type MemoryOptions,
   type MemoryStats,
   sizeClass,
   type TextureAllocation,
@@ -140,7 +150,21 @@ export {
   loadGPT2,
   saveGPT2,
 } from "./core/io/hf.ts";
-export { loadCheckpoint, saveCheckpoint, type TrainerState } from "./core/io/checkpoint.ts";
+export {
+  type CheckpointParts,
+  type CheckpointPhase,
+  findCheckpoint,
+  loadTrainerState,
+  saveCheckpoint,
+  type TrainerState,
+} from "./core/io/checkpoint.ts";
+export {
+  makeMethod,
+  METHOD_SEED_OFFSET,
+  type MethodName,
+  METHODS,
+  type MethodSettings,
+} from "./core/finetune/methods.ts";
 export {
   bytesTokenizer,
   encodeDocuments,

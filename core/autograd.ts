@@ -2,7 +2,8 @@
  * The tape. Ops call {@link record} after encoding their forward kernels; `backward()` walks the
  * nodes reachable from the loss in reverse order, accumulates leaf gradients into `.grad` (category
  * `grads`), and frees each node's saved tensors as soon as it has run. Ops decide what to save: an
- * input is saved only when some gradient needs it, so a frozen weight's matmul keeps no input.
+ * input is saved only when some gradient needs it, so a frozen weight's matmul keeps no input. The
+ * training/evaluation mode lives here too, beside grad mode, since both are scoped switches ops read.
  */
 import { vectorWidth } from "../kernels/kernel.ts";
 import { accumulateKernel } from "../kernels/elementwise.ts";
@@ -10,6 +11,7 @@ import { vec4Input } from "./ops/pack.ts";
 import { full, type Node, type Tensor, withCategory, zeros } from "./tensor.ts";
 
 let gradEnabled = true;
+let training = true;
 let tape: Node[] = [];
 
 /** True unless inside {@link noGrad}. */
@@ -25,6 +27,26 @@ export function noGrad<T>(fn: () => T): T {
     return fn();
   } finally {
     gradEnabled = prev;
+  }
+}
+
+/** True unless inside {@link evalMode}: dropout draws masks only in training mode. */
+export function isTraining(): boolean {
+  return training;
+}
+
+/**
+ * Runs `fn` in evaluation mode (PyTorch's `model.eval()`, scoped like {@link noGrad}): dropout is the
+ * identity and draws nothing from its generator, so evaluation and decoding neither see random masks
+ * nor move the training run's random stream. Gradients are unaffected; combine with `noGrad`.
+ */
+export function evalMode<T>(fn: () => T): T {
+  const prev = training;
+  training = false;
+  try {
+    return fn();
+  } finally {
+    training = prev;
   }
 }
 

@@ -1,6 +1,6 @@
-/** Evaluation: mean next-token cross-entropy over batches, without gradients. */
+/** Evaluation: mean next-token cross-entropy over batches, without gradients, dropout off. */
 import type { Batch } from "./data/batches.ts";
-import { noGrad } from "./autograd.ts";
+import { evalMode, noGrad } from "./autograd.ts";
 import type { GPT } from "./nn/gpt.ts";
 import { tidy } from "./tensor.ts";
 
@@ -15,8 +15,8 @@ export interface EvalResult {
 }
 
 /**
- * Mean loss over all counted targets of `batches` (each batch's mean weighted by its count). One
- * submit per batch; `onBatch` reports progress.
+ * Mean loss over all counted targets of `batches` (each batch's mean weighted by its count), in
+ * evaluation mode (dropout off, no random draws). One submit per batch; `onBatch` reports progress.
  */
 export async function evaluate(
   model: GPT,
@@ -28,7 +28,7 @@ export async function evaluate(
   for (let i = 0; i < batches.length; i++) {
     const b = batches[i];
     const weight = b.mask.reduce((s, m) => s + m, 0);
-    const loss = noGrad(() => tidy(() => model.loss(b)));
+    const loss = noGrad(() => evalMode(() => tidy(() => model.loss(b))));
     pending.push({ value: loss.read(), weight });
     loss.dispose();
     await model.gpu.submit();

@@ -1,9 +1,9 @@
 /**
  * Greedy decoding with fixed shapes: sequences are right-padded to the block size (causal attention
  * makes the padding invisible to earlier positions), so every step reuses the training kernels
- * instead of compiling new ones per length.
+ * instead of compiling new ones per length. Decoding runs in evaluation mode: dropout is off.
  */
-import { noGrad } from "./autograd.ts";
+import { evalMode, noGrad } from "./autograd.ts";
 import type { GPT } from "./nn/gpt.ts";
 import { tidy } from "./tensor.ts";
 
@@ -43,7 +43,9 @@ export async function greedyComplete(
     for (let n = 0; n < o.maxNew && done.some((d) => !d); n++) {
       const ids = new Uint32Array(b * t);
       seqs.forEach((s, r) => ids.set(s, r * t));
-      const logits = noGrad(() => tidy(() => model.logits({ ids, batchSize: b, blockSize: t })));
+      const logits = noGrad(() =>
+        evalMode(() => tidy(() => model.logits({ ids, batchSize: b, blockSize: t })))
+      );
       // Read back only each open sequence's last row of logits, all in one round trip.
       const flat = logits.view([b * t, v]);
       const open = seqs.map((_, r) => r).filter((r) => !done[r]);

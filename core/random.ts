@@ -41,6 +41,14 @@ export class Rng {
     return [...this.#s] as RngState;
   }
 
+  /** Continues from `state` in place (holders of this generator follow), e.g. after a resume. */
+  setState(state: RngState): void {
+    if (!Array.isArray(state) || state.length !== 4 || !state.every((w) => Number.isInteger(w))) {
+      throw new Error(`Rng: state must be four 32-bit integers, got ${JSON.stringify(state)}`);
+    }
+    this.#s = state.map((w) => w >>> 0) as RngState;
+  }
+
   /** Next 32-bit unsigned integer. */
   nextU32(): number {
     const s = this.#s;

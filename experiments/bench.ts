@@ -2,7 +2,7 @@
  * `deno task bench [--json] [--filter NAME]`: kernel and runtime benchmarks with their peers,
  * measured in the same run. Prints a table, or one JSON object per line with --json.
  */
-import { parseArgs } from "node:util";
+import { FlagError, parseFlags, runCli } from "./flags.ts";
 import { type Gpu, requestGpu } from "../core/gpu.ts";
 import { matmul } from "../core/ops/matmul.ts";
 import { matmulVariant } from "../kernels/select.ts";
@@ -345,14 +345,11 @@ function table(rows: BenchResult[]): string {
   return [line(head), line(widths.map((w) => "-".repeat(w))), ...body.map(line)].join("\n");
 }
 
-if (import.meta.main) {
-  const { values } = parseArgs({
-    args: Deno.args,
-    options: {
-      json: { type: "boolean", default: false },
-      filter: { type: "string" },
-      profile: { type: "boolean", default: false },
-    },
+async function main(): Promise<void> {
+  const values = parseFlags(Deno.args, {
+    json: { type: "boolean" },
+    filter: { type: "string" },
+    profile: { type: "boolean" },
   });
   const gpu = await requestGpu({ profile: values.profile });
   const benches: Record<string, (g: Gpu) => Promise<BenchResult[]>> = {
@@ -364,10 +361,9 @@ if (import.meta.main) {
 
   const names = Object.keys(benches).filter((n) => !values.filter || n.includes(values.filter));
   if (names.length === 0) {
-    console.error(
-      `bench: no bench matches --filter ${values.filter}; have: ${Object.keys(benches).join(", ")}`,
+    throw new FlagError(
+      `--filter ${values.filter}: matches no bench; have ${Object.keys(benches).join(", ")}`,
     );
-    Deno.exit(2);
   }
   if (!values.json) {
     console.log(
@@ -395,3 +391,5 @@ if (import.meta.main) {
     }
   }
 }
+
+if (import.meta.main) await runCli("bench", "deno task bench [--json] [--filter NAME] [--profile]", main);

@@ -6,14 +6,13 @@
  * model's tokenizer (GPT-2 BPE for vocab 50257, bytes for 256); `.jsonl` prompt/response files score
  * the responses. Progress goes to stderr; the last stdout line is JSON {"loss", "tokens", "perplexity"}.
  */
-import { parseArgs } from "node:util";
 import { evalExampleBatches, evalWindows } from "../core/data/batches.ts";
 import { loadDataset, needsTokenizer } from "../core/data/formats.ts";
 import { tokenizerFor } from "../core/data/tokenizer.ts";
 import { type EvalResult, evaluate } from "../core/evaluate.ts";
 import { requestGpu } from "../core/gpu.ts";
 import { loadGPT2 } from "../core/io/hf.ts";
-import { flagNumber } from "./flags.ts";
+import { FlagError, flagNumber, parseFlags, required, runCli } from "./flags.ts";
 import { Progress } from "./progress.ts";
 
 /** Options of {@link evalCommand}. */
@@ -32,7 +31,7 @@ export async function evalCommand(o: EvalOptions): Promise<EvalResult> {
   try {
     const v = model.config.vocabSize;
     if (o.blockSize > model.config.blockSize) {
-      throw new Error(
+      throw new FlagError(
         `--block-size ${o.blockSize} exceeds the model's n_positions ${model.config.blockSize}`,
       );
     }
@@ -47,45 +46,30 @@ export async function evalCommand(o: EvalOptions): Promise<EvalResult> {
   }
 }
 
-if (import.meta.main) {
-  const { values } = parseArgs({
-    args: Deno.args,
-    options: {
-      model: { type: "string" },
-      data: { type: "string" },
-      "block-size": { type: "string" },
-      "batch-size": { type: "string", default: "8" },
-      quiet: { type: "boolean", default: false },
-    },
+/** The usage line printed after a bad command line. */
+export const EVAL_USAGE = "deno task eval --model DIR --data FILE --block-size T [--batch-size B] [--quiet]";
+
+/** Parses eval's command line; throws a FlagError naming a bad flag. */
+export function parseEvalArgs(args: string[]): EvalOptions {
+  const values = parseFlags(args, {
+    model: { type: "string" },
+    data: { type: "string" },
+    "block-size": { type: "string" },
+    "batch-size": { type: "string", default: "8" },
+    quiet: { type: "boolean" },
   });
-  const need = (k: "model" | "data" | "block-size") => {
-    if (!values[k]) {
-      console.error(
-        `eval: --${k} is required\nusage: deno task eval --model DIR --data FILE --block-size T [--batch-size B]`,
-      );
-      Deno.exit(2);
-    }
-    return values[k]!;
+  return {
+    model: required("model", values.model),
+    data: required("data", values.data),
+    blockSize: flagNumber("block-size", required("block-size", values["block-size"]), "positive integer"),
+    batchSize: flagNumber("batch-size", values["batch-size"], "positive integer"),
+    quiet: values.quiet,
   };
-  const int = (k: string, v: string) => {
-    try {
-      return flagNumber(k, v, "positive integer");
-    } catch (e) {
-      console.error(`eval: ${(e as Error).message}`);
-      Deno.exit(2);
-    }
-  };
-  try {
-    const r = await evalCommand({
-      model: need("model"),
-      data: need("data"),
-      blockSize: int("block-size", need("block-size")),
-      batchSize: int("batch-size", values["batch-size"]!),
-      quiet: values.quiet,
-    });
+}
+
+if (import.meta.main) {
+  await runCli("eval", EVAL_USAGE, async () => {
+    const r = await evalCommand(parseEvalArgs(Deno.args));
     console.log(JSON.stringify({ loss: r.loss, tokens: r.tokens, perplexity: r.perplexity }));
-  } catch (e) {
-    console.error(`eval: ${(e as Error).message}`);
-    Deno.exit(1);
-  }
+  });
 }

@@ -1,51 +1,61 @@
 /**
  * `deno task finetune --model DIR --data FILE --method full|lora|lisa --steps N --block-size T
- * --batch-size B --lr X --seed S --out DIR [method, schedule and evaluation flags]`: fine-tunes a
- * Hugging Face GPT-2 directory with one of the methods, behind one training loop. Writes to --out:
- * for full and lisa a Hugging Face directory (same key style as the input); for lora the PEFT
- * adapter files (and, with --merge, the merged model in out/merged); and metrics.json with every
- * step's loss, learning rate, active blocks and peak memory by category, and the run's peak.
+ * --lr X --out DIR [--checkpoint-every N] [--stop-after N] [--resume] [method, schedule and
+ * evaluation flags]`: fine-tunes a Hugging Face GPT-2 directory with one of the methods, behind one
+ * training loop. Writes to --out: for full and lisa a Hugging Face directory (same key style as the
+ * input); for lora the PEFT adapter files (and, with --merge, the merged model in out/merged);
+ * steps.jsonl, one line per step, appended as steps are read back; metrics.json with every step's
+ * loss, learning rate, active blocks and peak memory by category, and the run's peak; and, with
+ * --checkpoint-every or --stop-after, a resumable checkpoint/ that --resume continues exactly.
  */
-import { parseArgs } from "node:util";
 import {
   type Batch,
   evalExampleBatches,
   evalWindows,
   ExampleBatcher,
+  type ExampleBatcherState,
   splitExamples,
   splitTrainVal,
   StreamBatcher,
+  type StreamBatcherState,
 } from "../core/data/batches.ts";
 import { loadDataset, needsTokenizer } from "../core/data/formats.ts";
 import { tokenizerFor } from "../core/data/tokenizer.ts";
 import { evaluate } from "../core/evaluate.ts";
 import { LisaMethod, type StatePolicy } from "../core/finetune/lisa.ts";
 import { LoraMethod } from "../core/finetune/lora.ts";
-import { FullMethod } from "../core/finetune/full.ts";
 import type { FinetuneMethod } from "../core/finetune/method.ts";
+import { makeMethod, type MethodName, METHODS, type MethodSettings } from "../core/finetune/methods.ts";
 import { type EvalRecord, msPerStep, type StepRecord, train } from "../core/finetune/trainer.ts";
 import { type Gpu, requestGpu } from "../core/gpu.ts";
-import { loadGPT2, saveGPT2 } from "../core/io/hf.ts";
+import { findCheckpoint, loadTrainerState, saveCheckpoint } from "../core/io/checkpoint.ts";
+import { CheckpointError, type KeyStyle, loadGPT2, saveGPT2 } from "../core/io/hf.ts";
 import { writeFileAtomic } from "../core/io/safetensors.ts";
 import type { CategoryBytes } from "../core/memory.ts";
 import type { GPT } from "../core/nn/gpt.ts";
 import { AdamW } from "../core/optim/adamw.ts";
 import { makeSchedule } from "../core/optim/schedule.ts";
-import { flagNumber } from "./flags.ts";
+import {
+  ensureWritableDir,
+  flagChoice,
+  FlagError,
+  flagNumber,
+  parseFlags,
+  required,
+  runCli,
+} from "./flags.ts";
 import { formatDuration, Progress } from "./progress.ts";
 
 /** Everything a fine-tuning run needs. */
-export interface FinetuneOptions {
+export interface FinetuneOptions extends MethodSettings {
   /** Hugging Face GPT-2 directory of the base model. */
   model: string;
   /** Training data (.txt, .jsonl, .bin). */
   data: string;
-  method: "full" | "lora" | "lisa";
   steps: number;
   blockSize: number;
   batchSize: number;
   lr: number;
-  seed: number;
   /** Output directory (nothing is written when absent: library use). */
   out?: string;
   /** LR schedule (default cosine with warmup, to lr/10). */
@@ -62,18 +72,14 @@ export interface FinetuneOptions {
   evalEvery?: number;
   /** Validation batches used by periodic evaluations (default 8; the final one uses all). */
   evalBatches?: number;
-  /** LISA: γ, K, state policy, per-block probabilities. */
-  gamma?: number;
-  period?: number;
-  state?: StatePolicy;
-  probabilities?: number[];
-  /** LoRA: rank, alpha, dropout, targets, rsLoRA, merge into out/merged. */
-  rank?: number;
-  alpha?: number;
-  dropout?: number;
-  targets?: string[] | "all-linear";
-  rslora?: boolean;
+  /** LoRA: also write the merged model to out/merged. */
   merge?: boolean;
+  /** Save a checkpoint to out/checkpoint every N steps (and when stopping). */
+  checkpointEvery?: number;
+  /** Stop after this many steps (with a checkpoint), as if interrupted; --resume continues. */
+  stopAfter?: number;
+  /** Continue from out/checkpoint (the same settings are required). */
+  resume?: boolean;
   /** Print progress to stderr. */
   quiet?: boolean;
   /** Use this device instead of requesting one. */
@@ -107,123 +113,249 @@ export interface FinetuneMetrics {
   kernels: string;
 }
 
-/** The method named in `o`, set up on `model`. */
-export function makeMethod(model: GPT, o: FinetuneOptions): FinetuneMethod {
-  if (o.method === "full") return new FullMethod(model);
-  if (o.method === "lisa") {
-    return new LisaMethod(model, {
-      gamma: o.gamma ?? 2,
-      period: o.period ?? 20,
-      state: o.state,
-      probabilities: o.probabilities,
-      seed: o.seed + 2,
-    });
-  }
-  if (o.method === "lora") {
-    return new LoraMethod(model, {
-      rank: o.rank ?? 8,
-      alpha: o.alpha ?? 2 * (o.rank ?? 8),
-      dropout: o.dropout ?? 0,
-      targets: o.targets,
-      rslora: o.rslora,
-      seed: o.seed + 2,
-    });
-  }
-  throw new Error(`--method ${o.method}: expected full, lora or lisa`);
+/** What checkpoint/trainer.json keeps beside the trainer's own state. */
+interface FinetuneExtra {
+  /** The settings the run was started with ({@link configOf}); a resume must use the same. */
+  config: Record<string, unknown>;
+  /** Step records so far. */
+  history: StepRecord[];
+  /** Evaluations so far. */
+  evals: EvalRecord[];
+}
+
+/** The metrics.json form of a step record. */
+function stepEntry(r: StepRecord): FinetuneMetrics["steps"][number] {
+  return {
+    step: r.step,
+    loss: r.loss,
+    lr: r.lr,
+    activeLayers: r.activeLayers,
+    memory: r.memory,
+    gradNorm: r.gradNorm,
+    ms: r.ms,
+  };
 }
 
 /** Runs one fine-tuning per `o`; writes the outputs when `o.out` is set; returns the metrics. */
 export async function finetune(o: FinetuneOptions): Promise<FinetuneMetrics> {
-  const log = (m: string) => o.quiet || console.error(m);
+  checkOptions(o);
+  if (o.out) await ensureWritableDir(o.out);
   const gpu = o.gpu ?? await requestGpu();
-  const { model, keyStyle } = await loadGPT2(gpu, o.model);
+  const optimizer = new AdamW(gpu, { weightDecay: o.weightDecay ?? 0 });
+  let model: GPT | undefined;
   try {
-    if (o.blockSize > model.config.blockSize) {
-      throw new Error(
-        `--block-size ${o.blockSize} exceeds the model's n_positions ${model.config.blockSize}`,
-      );
-    }
-    const v = model.config.vocabSize;
-    const data = await loadDataset(o.data, needsTokenizer(o.data) ? tokenizerFor(v) : null, v);
-    const valFraction = o.valFraction ?? 0;
-    let nextBatch: () => Batch;
-    let valBatches: Batch[] = [];
-    if (data.kind === "stream") {
-      const { train: tr, val } = valFraction > 0
-        ? splitTrainVal(data.tokens, valFraction, o.seed)
-        : { train: data.tokens, val: null };
-      const batcher = new StreamBatcher(tr, o.batchSize, o.blockSize, o.seed + 1);
-      nextBatch = () => batcher.next();
-      if (val) valBatches = evalWindows(val, o.blockSize, o.batchSize);
-    } else {
-      const { train: tr, val } = valFraction > 0
-        ? splitExamples(data.examples, valFraction, o.seed)
-        : { train: data.examples, val: null };
-      const batcher = new ExampleBatcher(tr, o.batchSize, o.blockSize, o.seed + 1);
-      nextBatch = () => batcher.next();
-      if (val) valBatches = evalExampleBatches(val, o.blockSize, o.batchSize);
-    }
-    const method = makeMethod(model, o);
-    const optimizer = new AdamW(gpu, { weightDecay: o.weightDecay ?? 0 });
-    const warmup = o.warmup ?? Math.min(100, Math.floor(o.steps / 10));
-    const schedule = o.schedule === "constant"
-      ? makeSchedule({ kind: "constant", lr: o.lr, warmup })
-      : makeSchedule({ kind: "cosine", lr: o.lr, warmup, total: o.steps, minLr: o.minLr });
-    log(
-      `finetune: ${o.method} on ${o.data} (${data.kind}), ${o.steps} steps of ${o.batchSize}×${o.blockSize}, adapter ${gpu.info.description}`,
-    );
-    const progress = new Progress(`finetune ${o.method}`, o.steps);
-    const tokensPerStep = o.batchSize * o.blockSize;
-    const result = await train({
-      model,
-      method,
-      optimizer,
-      nextBatch,
-      schedule,
-      steps: o.steps,
-      maxGradNorm: o.maxGradNorm === 0 ? undefined : (o.maxGradNorm ?? 1),
-      evalEvery: valBatches.length ? o.evalEvery ?? o.steps : undefined,
-      evalBatches: valBatches.length ? valBatches.slice(0, o.evalBatches ?? 8) : undefined,
-      evalAtStart: valBatches.length > 0,
-      onStep: (r: StepRecord) => o.quiet || progress.step(r, tokensPerStep),
-      onEval: (r) =>
-        o.quiet || progress.note(`finetune: step ${r.step} validation loss ${r.loss.toFixed(4)}`),
-    });
-    const finalValLoss = valBatches.length ? (await evaluate(model, valBatches)).loss : null;
-    const ms = msPerStep(result.steps);
-    const metrics: FinetuneMetrics = {
-      method: o.method,
-      config: configOf(o, method, warmup),
-      steps: result.steps.map((r) => ({
-        step: r.step,
-        loss: r.loss,
-        lr: r.lr,
-        activeLayers: r.activeLayers,
-        memory: r.memory,
-        gradNorm: r.gradNorm,
-        ms: r.ms,
-      })),
-      peak: { total: result.peakTotal, ...result.peak },
-      evals: result.evals,
-      finalValLoss,
-      tokensPerSec: ms > 0 ? tokensPerStep / (ms / 1000) : 0,
-      msPerStep: ms,
-      compiles: { count: result.compiles, ms: result.compileMs },
-      adapter: gpu.info.description,
-      kernels: gpu.kernels,
-    };
-    if (o.out) await writeOutputs(o, model, method, keyStyle, metrics);
-    optimizer.dispose();
-    return metrics;
+    return await finetuneWith(o, gpu, optimizer, (m) => (model = m));
   } finally {
-    model.dispose();
+    optimizer.dispose();
+    model?.dispose();
   }
 }
 
-function configOf(o: FinetuneOptions, method: FinetuneMethod, warmup: number): Record<string, unknown> {
+async function finetuneWith(
+  o: FinetuneOptions,
+  gpu: Gpu,
+  optimizer: AdamW,
+  own: (model: GPT) => void,
+): Promise<FinetuneMetrics> {
+  const log = (m: string) => o.quiet || console.error(m);
+  const ckptDir = o.out ? `${o.out}/checkpoint` : null;
+  const warmup = o.warmup ?? Math.min(100, Math.floor(o.steps / 10));
+  let resumeFrom: string | null = null;
+  let resumed: { step: number; batcher: unknown; method: unknown; extra: FinetuneExtra } | null = null;
+  if (o.resume) {
+    if (!ckptDir) throw new FlagError("--resume needs --out (the checkpoint is out/checkpoint)");
+    resumeFrom = await findCheckpoint(ckptDir);
+    if (!resumeFrom) throw new CheckpointError(`--resume: no checkpoint in ${ckptDir}`);
+    const state = await loadTrainerState(resumeFrom, optimizer);
+    const extra = state.extra as unknown as FinetuneExtra;
+    if (!extra.config || !Array.isArray(extra.history) || !Array.isArray(extra.evals)) {
+      throw new CheckpointError(`${resumeFrom}/trainer.json: not a finetune checkpoint`);
+    }
+    const now = configOf(o, warmup);
+    const differ = Object.keys({ ...now, ...extra.config }).filter((k) =>
+      JSON.stringify(now[k]) !== JSON.stringify(extra.config[k])
+    );
+    if (differ.length) {
+      const k = differ[0];
+      throw new FlagError(
+        `--resume: the checkpoint was made with ${k} = ${JSON.stringify(extra.config[k])}, not ${
+          JSON.stringify(now[k])
+        }${
+          differ.length > 1 ? ` (also differ: ${differ.slice(1).join(", ")})` : ""
+        }; resume with the same settings`,
+      );
+    }
+    resumed = { step: state.step, batcher: state.batcher, method: state.method, extra };
+  }
+  // Full and LISA change the base weights: a resume starts from the checkpoint's. LoRA's base stays.
+  const weightsFrom = resumeFrom && o.method !== "lora" ? resumeFrom : o.model;
+  const { model, keyStyle } = await loadGPT2(gpu, weightsFrom);
+  own(model);
+  if (o.blockSize > model.config.blockSize) {
+    throw new FlagError(
+      `--block-size ${o.blockSize} exceeds the model's n_positions ${model.config.blockSize}`,
+    );
+  }
+  const v = model.config.vocabSize;
+  const data = await loadDataset(o.data, needsTokenizer(o.data) ? tokenizerFor(v) : null, v);
+  const valFraction = o.valFraction ?? 0;
+  let batcher: StreamBatcher | ExampleBatcher;
+  let valBatches: Batch[] = [];
+  if (data.kind === "stream") {
+    const { train: tr, val } = valFraction > 0
+      ? splitTrainVal(data.tokens, valFraction, o.seed)
+      : { train: data.tokens, val: null };
+    batcher = new StreamBatcher(tr, o.batchSize, o.blockSize, o.seed + 1);
+    if (val) valBatches = evalWindows(val, o.blockSize, o.batchSize);
+  } else {
+    const { train: tr, val } = valFraction > 0
+      ? splitExamples(data.examples, valFraction, o.seed)
+      : { train: data.examples, val: null };
+    batcher = new ExampleBatcher(tr, o.batchSize, o.blockSize, o.seed + 1);
+    if (val) valBatches = evalExampleBatches(val, o.blockSize, o.batchSize);
+  }
+  const method = makeMethod(model, o);
+  const startStep = resumed?.step ?? 0;
+  const history: StepRecord[] = resumed ? resumed.extra.history.slice(0, startStep) : [];
+  const evalRecords: EvalRecord[] = resumed ? [...resumed.extra.evals] : [];
+  if (resumed) {
+    if (batcher instanceof StreamBatcher) batcher.restore(resumed.batcher as StreamBatcherState);
+    else batcher.restore(resumed.batcher as ExampleBatcherState);
+    method.restore(resumed.method);
+    if (method instanceof LoraMethod) await method.importPeft(resumeFrom!);
+    log(`finetune: resumed from ${resumeFrom} after step ${startStep}`);
+  }
+  const schedule = o.schedule === "constant"
+    ? makeSchedule({ kind: "constant", lr: o.lr, warmup })
+    : makeSchedule({ kind: "cosine", lr: o.lr, warmup, total: o.steps, minLr: o.minLr });
+  log(
+    `finetune: ${o.method} on ${o.data} (${data.kind}), ${o.steps} steps of ${o.batchSize}×${o.blockSize}, adapter ${gpu.info.description}`,
+  );
+  const progress = new Progress(`finetune ${o.method}`, o.steps, startStep);
+  const tokensPerStep = o.batchSize * o.blockSize;
+  const stop = Math.min(o.steps, o.stopAfter ?? o.steps);
+  const checkpointing = !!ckptDir && (o.checkpointEvery !== undefined || stop < o.steps);
+  // steps.jsonl gets each read window's steps as they arrive: a crash loses none that were read.
+  const stepsFile = o.out ? `${o.out}/steps.jsonl` : null;
+  const lines = (rs: StepRecord[]) => rs.map((r) => JSON.stringify(stepEntry(r)) + "\n").join("");
+  if (stepsFile) await writeFileAtomic(stepsFile, lines(history));
+  const records = [...history];
+  let unwritten: StepRecord[] = [];
+  const result = await train({
+    model,
+    method,
+    optimizer,
+    nextBatch: () => batcher.next(),
+    schedule,
+    steps: stop,
+    startStep,
+    maxGradNorm: o.maxGradNorm === 0 ? undefined : (o.maxGradNorm ?? 1),
+    evalEvery: valBatches.length ? o.evalEvery ?? o.steps : undefined,
+    evalBatches: valBatches.length ? valBatches.slice(0, o.evalBatches ?? 8) : undefined,
+    evalAtStart: valBatches.length > 0,
+    evalAtEnd: stop === o.steps,
+    onStep: (r: StepRecord) => {
+      records.push(r);
+      unwritten.push(r);
+      if (!o.quiet) progress.step(r, tokensPerStep);
+    },
+    afterStep: stepsFile
+      ? async () => {
+        const batch = unwritten;
+        unwritten = [];
+        await Deno.writeTextFile(stepsFile, lines(batch), { append: true });
+      }
+      : undefined,
+    onEval: (r) => {
+      evalRecords.push(r);
+      if (!o.quiet) progress.note(`finetune: step ${r.step} validation loss ${r.loss.toFixed(4)}`);
+    },
+    checkpointEvery: checkpointing ? o.checkpointEvery ?? stop : undefined,
+    checkpoint: checkpointing
+      ? async (step) => {
+        const extra: FinetuneExtra = { config: configOf(o, warmup), history: records, evals: evalRecords };
+        await saveCheckpoint(ckptDir!, {
+          weights: (dir) =>
+            method instanceof LoraMethod ? method.exportPeft(dir, o.model) : saveGPT2(model, dir, keyStyle),
+          optimizer,
+          state: {
+            step,
+            batcher: batcher.state(),
+            method: method.state(),
+            extra: extra as unknown as Record<string, unknown>,
+          },
+        });
+        return ckptDir!;
+      }
+      : undefined,
+  });
+  const finished = stop === o.steps;
+  const finalValLoss = finished && valBatches.length ? (await evaluate(model, valBatches)).loss : null;
+  const ms = msPerStep(records);
+  const peak = { total: result.peakTotal, ...result.peak };
+  for (const r of history) {
+    peak.total = Math.max(peak.total, r.peakTotal);
+    for (const c of Object.keys(r.memory) as (keyof CategoryBytes)[]) {
+      peak[c] = Math.max(peak[c], r.memory[c]);
+    }
+  }
+  const metrics: FinetuneMetrics = {
+    method: o.method,
+    config: configOf(o, warmup, method),
+    steps: records.map(stepEntry),
+    peak,
+    evals: evalRecords,
+    finalValLoss,
+    tokensPerSec: ms > 0 ? tokensPerStep / (ms / 1000) : 0,
+    msPerStep: ms,
+    compiles: { count: result.compiles, ms: result.compileMs },
+    adapter: gpu.info.description,
+    kernels: gpu.kernels,
+  };
+  if (!finished) {
+    log(
+      `finetune: stopped after step ${stop} of ${o.steps}; continue with --resume (checkpoint ${ckptDir})`,
+    );
+  } else if (o.out) await writeOutputs(o, model, method, keyStyle, metrics);
+  return metrics;
+}
+
+/** Rejects settings no run can use, naming the flag (the CLI's parser checks types; this, ranges). */
+function checkOptions(o: FinetuneOptions): void {
+  if (!(METHODS as readonly string[]).includes(o.method)) {
+    throw new FlagError(`--method ${o.method}: expected ${METHODS.join(", ")}`);
+  }
+  const positive: [string, number | undefined][] = [
+    ["steps", o.steps],
+    ["block-size", o.blockSize],
+    ["batch-size", o.batchSize],
+    ["checkpoint-every", o.checkpointEvery],
+    ["stop-after", o.stopAfter],
+    ["eval-every", o.evalEvery],
+  ];
+  for (const [k, v] of positive) {
+    if (v !== undefined && !(Number.isSafeInteger(v) && v >= 1)) {
+      throw new FlagError(`--${k} ${v}: expected a positive integer`);
+    }
+  }
+  if (!(o.lr > 0 && Number.isFinite(o.lr))) throw new FlagError(`--lr ${o.lr}: expected a positive number`);
+  if (o.valFraction !== undefined && !(o.valFraction >= 0 && o.valFraction < 1)) {
+    throw new FlagError(`--val-fraction ${o.valFraction}: expected a number in [0, 1)`);
+  }
+  if (o.dropout !== undefined && !(o.dropout >= 0 && o.dropout < 1)) {
+    throw new FlagError(`--dropout ${o.dropout}: expected a number in [0, 1)`);
+  }
+  if ((o.checkpointEvery !== undefined || o.stopAfter !== undefined) && !o.out) {
+    throw new FlagError("--checkpoint-every and --stop-after need --out (the checkpoint is out/checkpoint)");
+  }
+}
+
+/** The settings that shape a run's numbers (a resume must repeat them exactly). */
+function configOf(o: FinetuneOptions, warmup: number, method?: FinetuneMethod): Record<string, unknown> {
   const c: Record<string, unknown> = {
     model: o.model,
     data: o.data,
+    method: o.method,
     steps: o.steps,
     blockSize: o.blockSize,
     batchSize: o.batchSize,
@@ -231,10 +363,28 @@ function configOf(o: FinetuneOptions, method: FinetuneMethod, warmup: number): R
     seed: o.seed,
     schedule: o.schedule ?? "cosine",
     warmup,
+    minLr: o.minLr ?? null,
     maxGradNorm: o.maxGradNorm ?? 1,
     weightDecay: o.weightDecay ?? 0,
     valFraction: o.valFraction ?? 0,
   };
+  if (o.method === "lisa") {
+    Object.assign(c, {
+      gamma: o.gamma ?? 2,
+      period: o.period ?? 20,
+      state: o.state ?? "reset",
+      probabilities: o.probabilities ?? null,
+    });
+  }
+  if (o.method === "lora") {
+    Object.assign(c, {
+      rank: o.rank ?? 8,
+      alpha: o.alpha ?? 2 * (o.rank ?? 8),
+      dropout: o.dropout ?? 0,
+      targets: o.targets ?? null,
+      rslora: o.rslora ?? false,
+    });
+  }
   if (method instanceof LisaMethod) {
     Object.assign(c, { gamma: method.gamma, period: method.period, state: method.policy });
   }
@@ -246,11 +396,10 @@ async function writeOutputs(
   o: FinetuneOptions,
   model: GPT,
   method: FinetuneMethod,
-  keyStyle: "bare" | "transformer",
+  keyStyle: KeyStyle,
   metrics: FinetuneMetrics,
 ): Promise<void> {
   const out = o.out!;
-  await Deno.mkdir(out, { recursive: true });
   if (method instanceof LoraMethod) {
     await method.exportPeft(out, o.model);
     if (o.merge) {
@@ -265,122 +414,120 @@ async function writeOutputs(
   await writeFileAtomic(`${out}/metrics.json`, JSON.stringify({ ...required, ...rest }, null, 1) + "\n");
 }
 
-/** Parses the CLI's flags into options; throws naming the flag on bad values. */
+/** The command line's flags. */
+const FLAGS = {
+  model: { type: "string" },
+  data: { type: "string" },
+  method: { type: "string" },
+  steps: { type: "string" },
+  "block-size": { type: "string" },
+  "batch-size": { type: "string", default: "8" },
+  lr: { type: "string" },
+  seed: { type: "string", default: "0" },
+  out: { type: "string" },
+  schedule: { type: "string", default: "cosine" },
+  warmup: { type: "string" },
+  "min-lr": { type: "string" },
+  "max-grad-norm": { type: "string" },
+  "weight-decay": { type: "string" },
+  "val-fraction": { type: "string" },
+  "eval-every": { type: "string" },
+  "eval-batches": { type: "string" },
+  gamma: { type: "string" },
+  period: { type: "string" },
+  state: { type: "string" },
+  probabilities: { type: "string" },
+  rank: { type: "string" },
+  alpha: { type: "string" },
+  dropout: { type: "string" },
+  targets: { type: "string" },
+  rslora: { type: "boolean" },
+  merge: { type: "boolean" },
+  "checkpoint-every": { type: "string" },
+  "stop-after": { type: "string" },
+  resume: { type: "boolean" },
+  quiet: { type: "boolean" },
+} as const;
+
+/** The usage line printed after a bad command line. */
+export const FINETUNE_USAGE =
+  "deno task finetune --model DIR --data FILE --method full|lora|lisa --steps N --block-size T --lr X --out DIR " +
+  "[--batch-size B] [--seed S] [--checkpoint-every N] [--stop-after N] [--resume] ...";
+
+/** Parses the CLI's flags into options; throws a {@link FlagError} naming the flag on bad values. */
 export function parseFinetuneArgs(args: string[]): FinetuneOptions {
-  const { values } = parseArgs({
-    args,
-    options: {
-      model: { type: "string" },
-      data: { type: "string" },
-      method: { type: "string" },
-      steps: { type: "string" },
-      "block-size": { type: "string" },
-      "batch-size": { type: "string", default: "8" },
-      lr: { type: "string" },
-      seed: { type: "string", default: "0" },
-      out: { type: "string" },
-      schedule: { type: "string", default: "cosine" },
-      warmup: { type: "string" },
-      "min-lr": { type: "string" },
-      "max-grad-norm": { type: "string" },
-      "weight-decay": { type: "string" },
-      "val-fraction": { type: "string" },
-      "eval-every": { type: "string" },
-      gamma: { type: "string" },
-      period: { type: "string" },
-      state: { type: "string" },
-      probabilities: { type: "string" },
-      rank: { type: "string" },
-      alpha: { type: "string" },
-      dropout: { type: "string" },
-      targets: { type: "string" },
-      rslora: { type: "boolean", default: false },
-      merge: { type: "boolean", default: false },
-      quiet: { type: "boolean", default: false },
-    },
-  });
-  const need = (k: string) => {
-    const v = (values as Record<string, unknown>)[k];
-    if (v === undefined) throw new Error(`--${k} is required`);
-    return v as string;
+  const values = parseFlags(args, FLAGS);
+  const num = (k: keyof typeof FLAGS, kind: "number" | "integer" | "positive integer" = "number") => {
+    const v = values[k] as string | undefined;
+    return v === undefined ? undefined : flagNumber(k, v, kind);
   };
-  const num = (k: string, v: string | undefined, int = false): number | undefined =>
-    v === undefined ? undefined : flagNumber(k, v, int ? "integer" : "number");
-  const method = need("method");
-  if (!["full", "lora", "lisa"].includes(method)) {
-    throw new Error(`--method ${method}: expected full, lora or lisa`);
-  }
-  const schedule = values.schedule!;
-  if (schedule !== "constant" && schedule !== "cosine") {
-    throw new Error(`--schedule ${schedule}: expected constant or cosine`);
-  }
-  const state = values.state;
-  if (state !== undefined && !["reset", "keep", "offload"].includes(state)) {
-    throw new Error(`--state ${state}: expected reset, keep or offload`);
-  }
   const targets = values.targets === undefined
     ? undefined
     : values.targets === "all-linear"
     ? "all-linear" as const
     : values.targets.split(",");
   return {
-    model: need("model"),
-    data: need("data"),
-    method: method as FinetuneOptions["method"],
-    steps: num("steps", need("steps"), true)!,
-    blockSize: num("block-size", need("block-size"), true)!,
-    batchSize: num("batch-size", values["batch-size"], true)!,
-    lr: num("lr", need("lr"))!,
-    seed: num("seed", values.seed, true)!,
+    model: required("model", values.model),
+    data: required("data", values.data),
+    method: flagChoice("method", required("method", values.method), METHODS) as MethodName,
+    steps: flagNumber("steps", required("steps", values.steps), "positive integer"),
+    blockSize: flagNumber("block-size", required("block-size", values["block-size"]), "positive integer"),
+    batchSize: num("batch-size", "positive integer")!,
+    lr: flagNumber("lr", required("lr", values.lr)),
+    seed: num("seed", "integer")!,
     out: values.out,
-    schedule,
-    warmup: num("warmup", values.warmup, true),
-    minLr: num("min-lr", values["min-lr"]),
-    maxGradNorm: num("max-grad-norm", values["max-grad-norm"]),
-    weightDecay: num("weight-decay", values["weight-decay"]),
-    valFraction: num("val-fraction", values["val-fraction"]),
-    evalEvery: num("eval-every", values["eval-every"], true),
-    gamma: num("gamma", values.gamma, true),
-    period: num("period", values.period, true),
-    state: state as StatePolicy | undefined,
-    probabilities: values.probabilities?.split(",").map((p) => num("probabilities", p)!),
-    rank: num("rank", values.rank, true),
-    alpha: num("alpha", values.alpha),
-    dropout: num("dropout", values.dropout),
+    schedule: flagChoice("schedule", values.schedule, ["constant", "cosine"] as const),
+    warmup: num("warmup", "integer"),
+    minLr: num("min-lr"),
+    maxGradNorm: num("max-grad-norm"),
+    weightDecay: num("weight-decay"),
+    valFraction: num("val-fraction"),
+    evalEvery: num("eval-every", "positive integer"),
+    evalBatches: num("eval-batches", "positive integer"),
+    gamma: num("gamma", "positive integer"),
+    period: num("period", "positive integer"),
+    state: values.state === undefined
+      ? undefined
+      : flagChoice<StatePolicy>("state", values.state, ["reset", "keep", "offload"]),
+    probabilities: values.probabilities?.split(",").map((p) => flagNumber("probabilities", p)),
+    rank: num("rank", "positive integer"),
+    alpha: num("alpha"),
+    dropout: num("dropout"),
     targets,
     rslora: values.rslora,
     merge: values.merge,
+    checkpointEvery: num("checkpoint-every", "positive integer"),
+    stopAfter: num("stop-after", "positive integer"),
+    resume: values.resume,
     quiet: values.quiet,
   };
 }
 
 if (import.meta.main) {
   const t0 = performance.now();
-  try {
+  await runCli("finetune", FINETUNE_USAGE, async () => {
     const o = parseFinetuneArgs(Deno.args);
-    if (!o.out) throw new Error("--out is required");
+    if (!o.out) throw new FlagError("--out is required");
     const m = await finetune(o);
     const last = m.steps.at(-1);
+    const stopped = m.steps.length < o.steps;
     console.error(
-      `finetune: done in ${formatDuration((performance.now() - t0) / 1000)}; last loss ${
-        last?.loss.toFixed(4)
-      }, ` +
-        `peak ${(m.peak.total / 2 ** 20).toFixed(1)} MiB, ${Math.round(m.tokensPerSec)} tok/s`,
+      `finetune: ${stopped ? "stopped" : "done"} in ${
+        formatDuration((performance.now() - t0) / 1000)
+      }; last loss ${last?.loss.toFixed(4)}, peak ${(m.peak.total / 2 ** 20).toFixed(1)} MiB, ${
+        Math.round(m.tokensPerSec)
+      } tok/s`,
     );
     console.log(
       JSON.stringify({
         method: m.method,
+        steps: m.steps.length,
         loss: last?.loss ?? null,
         finalValLoss: m.finalValLoss,
         peak: m.peak.total,
         out: o.out,
+        ...(stopped ? { checkpoint: `${o.out}/checkpoint` } : {}),
       }),
     );
-  } catch (e) {
-    console.error(`finetune: ${(e as Error).message}`);
-    console.error(
-      "usage: deno task finetune --model DIR --data FILE --method full|lora|lisa --steps N --block-size T --lr X --out DIR [--batch-size B] [--seed S] ...",
-    );
-    Deno.exit(1);
-  }
+  });
 }

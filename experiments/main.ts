@@ -1,18 +1,21 @@
 /**
- * `deno task experiment [--preset small|tiny|gpt2] [--out DIR] [--fresh] [--verify] [--ablations]
- * [--seed S] [--quiet]`: the project's main job. Pretrains the preset's base model on the Brown corpus
+ * `deno task experiment [--preset small|tiny|gpt2] [--out DIR] [--fresh] [--resume] [--verify]
+ * [--ablations] [--seed S] [--quiet]`: the project's main job. Pretrains the preset's base model on the Brown corpus
  * (or reuses the cached one with the same config hash; `--fresh` rebuilds), makes the two tasks,
  * sweeps the learning rate per method family, fine-tunes full, LoRA (r = 8, 32) and LISA (E+H+1L,
  * 2L, 4L) on both tasks with the same steps, batches, schedule and seed, measures loss, accuracy,
  * memory by category, speed and the weight-norm skew, checks the paper's claims, and writes
  * report.md, results.json and SVG plots to `--out` (default `reports/<date>-<preset>/`).
+ * results.json is rewritten after every run (`complete: false` until the report is written), so a
+ * crash loses no finished run: `--resume` skips the runs it holds. A base-model pretraining cut
+ * short continues from its checkpoint.
  */
-import { parseArgs } from "node:util";
 import { runChild } from "./child.ts";
 import { type Gpu, requestGpu } from "../core/gpu.ts";
-import { flagNumber } from "./flags.ts";
+import { ensureWritableDir, flagChoice, FlagError, flagNumber, parseFlags, runCli } from "./flags.ts";
+import { writeFileAtomic } from "../core/io/safetensors.ts";
 import { checkClaims, meanStd, pickLearningRates, skewEntries, type SweepPoint } from "./analyses.ts";
-import { preset as presetNamed } from "./presets.ts";
+import { PRESETS } from "./presets.ts";
 import { pretrain } from "./pretrain.ts";
 import { formatDuration } from "./progress.ts";
 import { type ExperimentRecord, writeReport } from "./report.ts";
@@ -24,6 +27,8 @@ export interface ExperimentOptions {
   preset: string;
   out?: string;
   fresh?: boolean;
+  /** Reuse the runs an earlier, interrupted experiment with the same config left in out/results.json. */
+  resume?: boolean;
   verify?: boolean;
   ablations?: boolean;
   seed?: number;
@@ -61,12 +66,54 @@ export function methodSpecs(nLayer: number): MethodSpec[] {
 export async function experiment(o: ExperimentOptions): Promise<{ dir: string; record: ExperimentRecord }> {
   const t0 = performance.now();
   const log = (m: string) => o.quiet || console.error(m);
-  const p = presetNamed(o.preset);
+  const p = PRESETS[flagChoice("preset", o.preset, Object.keys(PRESETS))];
   const x = p.experiment;
   const seed = o.seed ?? 0;
-  const gpu = o.gpu ?? await requestGpu();
   const date = new Date().toISOString().slice(0, 10);
   const dir = o.out ?? `reports/${date}-${p.name}`;
+  // Before any work: a run must never end unable to write what it measured.
+  await ensureWritableDir(dir);
+  await ensureWritableDir(".cache", "out (the base-model cache .cache/ in the current folder)");
+  const config = { preset: p.name, model: p.model, seed, ...x };
+  const configHash = await hashOf(config);
+  const resultsPath = `${dir}/results.json`;
+  const done = new Map<string, RunResult>();
+  if (o.resume) {
+    const prior = await Deno.readTextFile(resultsPath).then((t) => JSON.parse(t), () => null);
+    if (!prior) throw new FlagError(`--resume: no results.json in ${dir} to resume from`);
+    if (prior.config?.configHash !== configHash) {
+      throw new FlagError(
+        `--resume: ${resultsPath} is from another configuration (config hash ${
+          String(prior.config?.configHash).slice(0, 12)
+        }, this one ${configHash.slice(0, 12)})`,
+      );
+    }
+    for (const [id, r] of Object.entries(prior.runs ?? {})) done.set(id, r as RunResult);
+    log(`experiment: resuming with ${done.size} runs already in ${resultsPath}`);
+  }
+  const gpu = o.gpu ?? await requestGpu();
+  const commit = (await git(["rev-parse", "HEAD"])) ?? "unknown";
+  const dirty = ((await git(["status", "--porcelain", "--untracked-files=no"])) ?? "") !== "";
+  const env: ExperimentRecord["env"] = {
+    adapter: gpu.info.description,
+    backend: gpu.info.backend,
+    kernels: gpu.kernels,
+    deno: Deno.version.deno,
+    os: `${Deno.build.os} ${Deno.build.arch}`,
+    commit,
+    dirty,
+  };
+  const command = o.command ?? `deno task experiment --preset ${p.name}`;
+  /** Rewrites results.json with every run so far (complete: false until the report is written). */
+  const savePartial = () =>
+    writeFileAtomic(
+      resultsPath,
+      JSON.stringify(
+        { complete: false, config: { ...config, configHash, command }, env, runs: Object.fromEntries(done) },
+        null,
+        1,
+      ) + "\n",
+    );
 
   // 1. The base model, cached by the hash of everything that shapes it.
   const baseConfig = {
@@ -81,21 +128,28 @@ export async function experiment(o: ExperimentOptions): Promise<{ dir: string; r
   const baseHash = (await hashOf(baseConfig)).slice(0, 12);
   const baseDir = `.cache/base-${p.name}-${baseHash}`;
   let base: ExperimentRecord["base"];
-  const cached = !o.fresh && await Deno.stat(`${baseDir}/metrics.json`).then(() => true, () => false);
+  const exists = (path: string) => Deno.stat(path).then(() => true, () => false);
+  const cached = !o.fresh && await exists(`${baseDir}/metrics.json`);
   if (cached) {
     const m = JSON.parse(await Deno.readTextFile(`${baseDir}/metrics.json`));
     base = { dir: baseDir, reused: true, valLoss: m.valLoss, steps: m.steps.length, seconds: 0 };
     log(`experiment: reusing the base model in ${baseDir} (validation loss ${m.valLoss.toFixed(4)})`);
   } else {
     const tb = performance.now();
-    log(`experiment: pretraining the ${p.name} base model (${p.steps} steps) into ${baseDir}`);
-    await Deno.remove(baseDir, { recursive: true }).catch(() => {});
+    // A pretraining cut short (no metrics.json yet) continues from its checkpoint.
+    const resume = !o.fresh && await exists(`${baseDir}/checkpoint/trainer.json`);
+    log(
+      `experiment: ${
+        resume ? "resuming" : "pretraining"
+      } the ${p.name} base model (${p.steps} steps) in ${baseDir}`,
+    );
+    if (!resume) await Deno.remove(baseDir, { recursive: true }).catch(() => {});
     const m = await pretrain({
       preset: p,
       steps: p.steps,
       out: baseDir,
       seed,
-      resume: false,
+      resume,
       quiet: o.quiet,
       gpu,
     });
@@ -114,14 +168,23 @@ export async function experiment(o: ExperimentOptions): Promise<{ dir: string; r
   const specs = methodSpecs(p.model.nLayer);
   const spec = (key: string) => specs.find((s) => s.key === key)!;
   const common = { base: baseDir, batchSize: x.batchSize, blockSize: x.blockSize, period: x.period, seed };
-  let done = 0;
+  let count = 0;
   const families = ["full", "lora", "lisa"] as const;
   const total = families.reduce((n, f) => n + x.lrs[f].length, 0) + specs.length * 2 + 2;
-  const run = async (r: RunSpec, what: string): Promise<RunResult> => {
+  /** Runs `r` (or takes it from results.json on --resume) and saves results.json with it. */
+  const run = async (r: RunSpec, what: string, again = false): Promise<RunResult> => {
+    const id = `${again ? "verify " : ""}${runId(r)}`;
+    count++;
+    const prior = done.get(id);
+    if (prior) {
+      log(`experiment: [${count}] ${what}: from results.json`);
+      return prior;
+    }
     const res = await runOne(gpu, r);
-    done++;
+    done.set(id, res);
+    await savePartial();
     log(
-      `experiment: [${done}] ${what}: validation loss ${res.evalLoss.toFixed(4)}${
+      `experiment: [${count}] ${what}: validation loss ${res.evalLoss.toFixed(4)}${
         res.accuracy === null ? "" : `, accuracy ${(res.accuracy * 100).toFixed(1)}%`
       }, ${Math.round(res.msPerStep)} ms/step, peak ${(res.memory.peakBytes / 2 ** 20).toFixed(1)} MiB ` +
         `(${formatDuration((performance.now() - t0) / 1000)} so far)`,
@@ -177,7 +240,7 @@ export async function experiment(o: ExperimentOptions): Promise<{ dir: string; r
   if (o.verify) {
     verified = true;
     for (const r of mainSpecs) {
-      const again = await run(r, `verify ${r.spec.label} on ${r.task.name}`);
+      const again = await run(r, `verify ${r.spec.label} on ${r.task.name}`, true);
       const first = runs[r.spec.key][r.task.name as "definitions" | "arithmetic"];
       if (again.trainLoss.some((l, i) => l !== first.trainLoss[i]) || again.evalLoss !== first.evalLoss) {
         verified = false;
@@ -232,22 +295,11 @@ export async function experiment(o: ExperimentOptions): Promise<{ dir: string; r
     full: runs.full?.definitions.norms ? skewEntries(runs.full.definitions.norms) : undefined,
     lora: runs.lora?.definitions.norms ? skewEntries(runs.lora.definitions.norms) : undefined,
   };
-  const config = { preset: p.name, model: p.model, seed, ...x };
-  const commit = (await git(["rev-parse", "HEAD"])) ?? "unknown";
-  const dirty = ((await git(["status", "--porcelain", "--untracked-files=no"])) ?? "") !== "";
   const record: ExperimentRecord = {
-    command: o.command ?? `deno task experiment --preset ${p.name}`,
-    configHash: await hashOf(config),
+    command,
+    configHash,
     config,
-    env: {
-      adapter: gpu.info.description,
-      backend: gpu.info.backend,
-      kernels: gpu.kernels,
-      deno: Deno.version.deno,
-      os: `${Deno.build.os} ${Deno.build.arch}`,
-      commit,
-      dirty,
-    },
+    env,
     base,
     specs,
     runs,
@@ -260,40 +312,58 @@ export async function experiment(o: ExperimentOptions): Promise<{ dir: string; r
     verified,
     seconds: (performance.now() - t0) / 1000,
   };
-  await writeReport(dir, record);
+  await writeReport(dir, record, Object.fromEntries(done));
   log(`experiment: report in ${dir}/report.md (${formatDuration(record.seconds)})`);
   if (verified === false) throw new Error(`--verify: reruns gave different losses; see ${dir}/report.md`);
   return { dir, record };
 }
 
+/** The key of a run in results.json's `runs`: everything that shapes its numbers, readable. */
+export function runId(r: RunSpec): string {
+  const parts = [
+    r.task.name,
+    r.spec.key,
+    `gamma ${r.spec.gamma ?? "-"}`,
+    `rank ${r.spec.rank ?? "-"}`,
+    `lr ${r.lr}`,
+    `steps ${r.steps}`,
+    `batch ${r.batchSize}x${r.blockSize}`,
+    `period ${r.period}`,
+    `state ${r.state ?? "reset"}`,
+    `seed ${r.seed}`,
+  ];
+  if (r.norms) parts.push("norms");
+  if (r.accuracy) parts.push("accuracy");
+  return parts.join(" | ");
+}
+
+/** The usage line printed after a bad command line. */
+export const EXPERIMENT_USAGE =
+  "deno task experiment [--preset small|tiny|gpt2] [--out DIR] [--fresh] [--resume] [--verify] [--ablations] [--seed S] [--quiet]";
+
 if (import.meta.main) {
-  const { values } = parseArgs({
-    args: Deno.args,
-    options: {
+  await runCli("experiment", EXPERIMENT_USAGE, async () => {
+    const values = parseFlags(Deno.args, {
       preset: { type: "string", default: "small" },
       out: { type: "string" },
-      fresh: { type: "boolean", default: false },
-      verify: { type: "boolean", default: false },
-      ablations: { type: "boolean", default: false },
+      fresh: { type: "boolean" },
+      resume: { type: "boolean" },
+      verify: { type: "boolean" },
+      ablations: { type: "boolean" },
       seed: { type: "string", default: "0" },
-      quiet: { type: "boolean", default: false },
-    },
-  });
-  try {
-    const seed = flagNumber("seed", values.seed!, "integer");
+      quiet: { type: "boolean" },
+    });
     const { dir } = await experiment({
-      preset: values.preset!,
+      preset: values.preset,
       out: values.out,
       fresh: values.fresh,
+      resume: values.resume,
       verify: values.verify,
       ablations: values.ablations,
-      seed,
+      seed: flagNumber("seed", values.seed, "integer"),
       quiet: values.quiet,
       command: ["deno task experiment", ...Deno.args].join(" "),
     });
     console.log(JSON.stringify({ report: `${dir}/report.md`, results: `${dir}/results.json` }));
-  } catch (e) {
-    console.error(`experiment: ${(e as Error).message}`);
-    Deno.exit(1);
-  }
+  });
 }

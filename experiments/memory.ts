@@ -5,9 +5,9 @@
  * (experiments/estimator.ts), then the paper's reported figures beside our predictions for the same
  * models, with the settings that differ.
  */
-import { parseArgs } from "node:util";
 import { CATEGORIES } from "../core/memory.ts";
 import { ARCHITECTURES, estimate, type EstimateOptions } from "./estimator.ts";
+import { flagChoice, FlagError, flagNumber, parseFlags, runCli } from "./flags.ts";
 
 const GB = 1e9;
 
@@ -24,53 +24,44 @@ export const PAPER_FIGURES: {
   { model: "llama2-70b", method: "lisa", label: "LISA E+H+2L", gb: 75, gamma: 2 },
 ];
 
-if (import.meta.main) {
-  const { values } = parseArgs({
-    args: Deno.args,
-    options: {
-      model: { type: "string", default: "gpt2" },
-      method: { type: "string", default: "lisa" },
-      rank: { type: "string", default: "8" },
-      "attn-only": { type: "boolean", default: false },
-      gamma: { type: "string", default: "2" },
-      state: { type: "string", default: "reset" },
-      batch: { type: "string", default: "1" },
-      seq: { type: "string", default: "1024" },
-      "weight-bytes": { type: "string", default: "4" },
-      kernels: { type: "string", default: "gpu" },
-    },
+const USAGE =
+  "deno task memory [--model NAME] [--method full|lora|lisa] [--rank R] [--attn-only] [--gamma G] " +
+  "[--state reset|keep|offload] [--batch B] [--seq T] [--weight-bytes 4|2] [--kernels gpu|software]";
+
+function main(): void {
+  const values = parseFlags(Deno.args, {
+    model: { type: "string", default: "gpt2" },
+    method: { type: "string", default: "lisa" },
+    rank: { type: "string", default: "8" },
+    "attn-only": { type: "boolean" },
+    gamma: { type: "string", default: "2" },
+    state: { type: "string", default: "reset" },
+    batch: { type: "string", default: "1" },
+    seq: { type: "string", default: "1024" },
+    "weight-bytes": { type: "string", default: "4" },
+    kernels: { type: "string", default: "gpu" },
   });
-  const arch = ARCHITECTURES[values.model!];
-  if (!arch) {
-    console.error(
-      `memory: unknown --model ${values.model}; models: ${Object.keys(ARCHITECTURES).join(", ")}`,
-    );
-    Deno.exit(2);
-  }
-  const method = values.method as EstimateOptions["method"];
-  if (!["full", "lora", "lisa"].includes(method)) {
-    console.error(`memory: --method ${method}: expected full, lora or lisa`);
-    Deno.exit(2);
-  }
-  const kernels = values.kernels as "gpu" | "software";
-  if (kernels !== "gpu" && kernels !== "software") {
-    console.error(`memory: --kernels ${kernels}: expected gpu or software`);
-    Deno.exit(2);
-  }
+  const model = flagChoice("model", values.model, Object.keys(ARCHITECTURES));
+  const arch = ARCHITECTURES[model];
+  const method = flagChoice("method", values.method, ["full", "lora", "lisa"] as const);
+  const kernels = flagChoice("kernels", values.kernels, ["gpu", "software"] as const);
   const o: EstimateOptions = {
     kernels,
     method,
-    batch: Number(values.batch),
-    seq: Number(values.seq),
-    rank: Number(values.rank),
+    batch: flagNumber("batch", values.batch, "positive integer"),
+    seq: flagNumber("seq", values.seq, "positive integer"),
+    rank: flagNumber("rank", values.rank, "positive integer"),
     allLinear: !values["attn-only"],
-    gamma: Number(values.gamma),
-    policy: values.state as EstimateOptions["policy"],
-    weightBytes: Number(values["weight-bytes"]),
+    gamma: flagNumber("gamma", values.gamma, "positive integer"),
+    policy: flagChoice("state", values.state, ["reset", "keep", "offload"] as const),
+    weightBytes: Number(flagChoice("weight-bytes", values["weight-bytes"], ["4", "2"] as const)),
   };
+  if (method === "lisa" && o.gamma! > arch.layers) {
+    throw new FlagError(`--gamma ${o.gamma}: ${model} has ${arch.layers} blocks`);
+  }
   const e = estimate(arch, o);
   console.log(
-    `${values.model}, ${method}, batch ${o.batch} × ${o.seq} tokens, weights ${o.weightBytes} B/param, ${kernels} kernels:`,
+    `${model}, ${method}, batch ${o.batch} × ${o.seq} tokens, weights ${o.weightBytes} B/param, ${kernels} kernels:`,
   );
   for (const c of CATEGORIES) console.log(`  ${c.padEnd(12)} ${(e[c] / GB).toFixed(2).padStart(9)} GB`);
   console.log(`  ${"total".padEnd(12)} ${(e.total / GB).toFixed(2).padStart(9)} GB`);
@@ -91,3 +82,5 @@ if (import.meta.main) {
       " Our LoRA row puts adapters on every linear layer; the paper's target modules may differ.",
   );
 }
+
+if (import.meta.main) await runCli("memory", USAGE, () => Promise.resolve().then(main));

@@ -4,33 +4,32 @@
  * state policy), and prints peak memory by category (our exact accounting) as a Markdown table, plus
  * one JSON line per method with the exact bytes.
  */
-import { parseArgs } from "node:util";
 import { requestGpu } from "../core/gpu.ts";
 import { finetune, type FinetuneOptions } from "./finetune.ts";
-import { flagNumber } from "./flags.ts";
+import { flagNumber, parseFlags, runCli } from "./flags.ts";
 import { memoryHeader, memoryRow } from "./report.ts";
 
-if (import.meta.main) {
-  const { values } = parseArgs({
-    args: Deno.args,
-    options: {
-      model: { type: "string", default: ".cache/pretrain-small" },
-      data: { type: "string" },
-      steps: { type: "string", default: "12" },
-      period: { type: "string", default: "3" },
-      "block-size": { type: "string", default: "64" },
-      "batch-size": { type: "string", default: "8" },
-    },
+const USAGE =
+  "deno task memory-compare [--model DIR] [--data FILE] [--steps N] [--period K] [--block-size T] [--batch-size B]";
+
+async function main(): Promise<void> {
+  const values = parseFlags(Deno.args, {
+    model: { type: "string", default: ".cache/pretrain-small" },
+    data: { type: "string" },
+    steps: { type: "string", default: "12" },
+    period: { type: "string", default: "3" },
+    "block-size": { type: "string", default: "64" },
+    "batch-size": { type: "string", default: "8" },
   });
-  const period = flagNumber("period", values.period!, "positive integer");
+  const period = flagNumber("period", values.period, "positive integer");
   const gpu = await requestGpu();
   const base: FinetuneOptions = {
-    model: values.model!,
+    model: values.model,
     data: values.data ?? `${values.model}/val.bin`,
     method: "full",
-    steps: flagNumber("steps", values.steps!, "positive integer"),
-    blockSize: flagNumber("block-size", values["block-size"]!, "positive integer"),
-    batchSize: flagNumber("batch-size", values["batch-size"]!, "positive integer"),
+    steps: flagNumber("steps", values.steps, "positive integer"),
+    blockSize: flagNumber("block-size", values["block-size"], "positive integer"),
+    batchSize: flagNumber("batch-size", values["batch-size"], "positive integer"),
     lr: 1e-3,
     seed: 0,
     quiet: true,
@@ -57,3 +56,5 @@ if (import.meta.main) {
   console.log("");
   for (const r of rows) console.log(r);
 }
+
+if (import.meta.main) await runCli("memory-compare", USAGE, main);

@@ -126,7 +126,7 @@ export const PRESETS: Record<string, Preset> = {
 
 /** The preset called `name`; throws listing the names when there is none. */
 export function preset(name: string): Preset {
-  const p = PRESETS[name];
+  const p = Object.hasOwn(PRESETS, name) ? PRESETS[name] : undefined;
   if (!p) {
     throw new Error(`unknown preset ${JSON.stringify(name)}; presets: ${Object.keys(PRESETS).join(", ")}`);
   }

@@ -1,11 +1,11 @@
 /**
  * `deno task pretrain --preset tiny|small|gpt2 [--steps N] [--out DIR] [--seed S] [--resume]
- * [--stop-after N]`: trains a fresh GPT-2 on the Brown corpus with a progress bar, evaluates
- * periodically, and writes to DIR a Hugging Face directory (config.json, model.safetensors), a
- * resumable checkpoint/, the validation tokens it was scored on (val.bin) and metrics.json. The last
- * stdout line is JSON: {"valLoss", "tokens", "steps", "dir"}.
+ * [--checkpoint-every N] [--stop-after N]`: trains a fresh GPT-2 on the Brown corpus with a progress
+ * bar, evaluates periodically, and writes to DIR a Hugging Face directory (config.json,
+ * model.safetensors), a resumable checkpoint/ (every N steps, default a quarter of the run, and at
+ * the end), steps.jsonl (appended as steps are read back), the validation tokens it was scored on
+ * (val.bin) and metrics.json. The last stdout line is JSON: {"valLoss", "tokens", "steps", "dir"}.
  */
-import { parseArgs } from "node:util";
 import { type Gpu, requestGpu } from "../core/gpu.ts";
 import { loadBrownTokens } from "../core/data/corpora.ts";
 import { evalWindows, splitTrainVal, StreamBatcher, type StreamBatcherState } from "../core/data/batches.ts";
@@ -13,14 +13,14 @@ import { tokenizerFor } from "../core/data/tokenizer.ts";
 import { evaluate } from "../core/evaluate.ts";
 import { FullMethod } from "../core/finetune/full.ts";
 import { type EvalRecord, msPerStep, type StepRecord, train } from "../core/finetune/trainer.ts";
-import { loadCheckpoint, saveCheckpoint } from "../core/io/checkpoint.ts";
-import { saveGPT2 } from "../core/io/hf.ts";
+import { findCheckpoint, loadTrainerState, saveCheckpoint } from "../core/io/checkpoint.ts";
+import { CheckpointError, loadGPT2, saveGPT2 } from "../core/io/hf.ts";
 import { writeFileAtomic } from "../core/io/safetensors.ts";
 import { GPT } from "../core/nn/gpt.ts";
 import { AdamW } from "../core/optim/adamw.ts";
 import { makeSchedule } from "../core/optim/schedule.ts";
-import { flagNumber } from "./flags.ts";
-import { type Preset, preset } from "./presets.ts";
+import { ensureWritableDir, flagChoice, FlagError, flagNumber, parseFlags, runCli } from "./flags.ts";
+import { type Preset, PRESETS } from "./presets.ts";
 import { formatDuration, Progress } from "./progress.ts";
 
 /** Options of {@link pretrain}. */
@@ -30,6 +30,8 @@ export interface PretrainOptions {
   steps: number;
   /** Stop after this many steps (simulates an interruption; default: steps). */
   stopAfter?: number;
+  /** Steps between checkpoints (default: a quarter of the run). */
+  checkpointEvery?: number;
   out: string;
   seed: number;
   /** Continue from out/checkpoint. */
@@ -67,6 +69,7 @@ export async function writeBin(path: string, tokens: Uint32Array): Promise<void>
 export async function pretrain(o: PretrainOptions): Promise<PretrainResult> {
   const p = o.preset;
   const log = (m: string) => o.quiet || console.error(m);
+  await ensureWritableDir(o.out);
   const gpu = o.gpu ?? await requestGpu();
   log(`pretrain: preset ${p.name}, adapter ${gpu.info.description}, out ${o.out}`);
   const tokenizer = tokenizerFor(p.model.vocabSize);
@@ -84,17 +87,24 @@ export async function pretrain(o: PretrainOptions): Promise<PretrainResult> {
   let history: StepRecord[] = [];
   let evalHistory: EvalRecord[] = [];
   if (o.resume) {
-    const c = await loadCheckpoint(gpu, ckptDir, optimizer);
-    model = c.model;
-    startStep = c.state.step;
-    batcher.restore(c.state.batcher as StreamBatcherState);
-    history = (c.state.extra.history as StepRecord[]) ?? [];
-    evalHistory = (c.state.extra.evals as EvalRecord[]) ?? [];
-    log(`pretrain: resumed from ${ckptDir} after step ${startStep}`);
+    const dir = await findCheckpoint(ckptDir);
+    if (!dir) throw new CheckpointError(`--resume: no checkpoint in ${ckptDir}`);
+    const state = await loadTrainerState(dir, optimizer);
+    const { preset, seed } = state.extra;
+    if (preset !== p.name || seed !== o.seed) {
+      throw new FlagError(
+        `--resume: ${dir} is preset ${preset} seed ${seed}, not preset ${p.name} seed ${o.seed}`,
+      );
+    }
+    model = (await loadGPT2(gpu, dir)).model;
+    startStep = state.step;
+    batcher.restore(state.batcher as StreamBatcherState);
+    history = ((state.extra.history as StepRecord[]) ?? []).slice(0, startStep);
+    evalHistory = (state.extra.evals as EvalRecord[]) ?? [];
+    log(`pretrain: resumed from ${dir} after step ${startStep}`);
   } else {
     model = new GPT(gpu, p.model, { seed: o.seed });
   }
-  await Deno.mkdir(o.out, { recursive: true });
   const method = new FullMethod(model);
   // Short runs (tests, probes) keep the warmup to a tenth of the run.
   const warmup = Math.min(p.warmup, Math.floor(o.steps / 10));
@@ -105,6 +115,11 @@ export async function pretrain(o: PretrainOptions): Promise<PretrainResult> {
   const tokensPerStep = p.batchSize * p.blockSize;
   const records = [...history];
   const evalRecords = [...evalHistory];
+  // steps.jsonl gets each read window's steps as they arrive: a crash loses none that were read.
+  const stepsFile = `${o.out}/steps.jsonl`;
+  const lines = (rs: StepRecord[]) => rs.map((r) => JSON.stringify(r) + "\n").join("");
+  await writeFileAtomic(stepsFile, lines(history));
+  let unwritten: StepRecord[] = [];
   await train({
     model,
     method,
@@ -117,21 +132,32 @@ export async function pretrain(o: PretrainOptions): Promise<PretrainResult> {
     evalEvery: p.evalEvery,
     evalBatches: allEval.slice(0, p.evalBatches),
     evalAtStart: true,
+    evalAtEnd: stop === o.steps,
     onStep: (r) => {
       records.push(r);
+      unwritten.push(r);
       if (!o.quiet) progress.step(r, tokensPerStep);
+    },
+    afterStep: async () => {
+      const batch = unwritten;
+      unwritten = [];
+      await Deno.writeTextFile(stepsFile, lines(batch), { append: true });
     },
     onEval: (r) => {
       evalRecords.push(r);
       if (!o.quiet) progress.note(`pretrain: step ${r.step} validation loss ${r.loss.toFixed(4)}`);
     },
-    checkpointEvery: Math.max(1, Math.round(o.steps / 4)),
+    checkpointEvery: o.checkpointEvery ?? Math.max(1, Math.round(o.steps / 4)),
     checkpoint: async (step) => {
-      await saveCheckpoint(ckptDir, model, optimizer, {
-        step,
-        batcher: batcher.state(),
-        method: method.state(),
-        extra: { history: records.slice(0, step), evals: evalRecords, preset: p.name, seed: o.seed },
+      await saveCheckpoint(ckptDir, {
+        weights: (dir) => saveGPT2(model, dir),
+        optimizer,
+        state: {
+          step,
+          batcher: batcher.state(),
+          method: method.state(),
+          extra: { history: records.slice(0, step), evals: evalRecords, preset: p.name, seed: o.seed },
+        },
       });
       return ckptDir;
     },
@@ -163,39 +189,49 @@ export async function pretrain(o: PretrainOptions): Promise<PretrainResult> {
   return metrics;
 }
 
-if (import.meta.main) {
-  const { values } = parseArgs({
-    args: Deno.args,
-    options: {
-      preset: { type: "string", default: "small" },
-      steps: { type: "string" },
-      "stop-after": { type: "string" },
-      out: { type: "string" },
-      seed: { type: "string", default: "0" },
-      resume: { type: "boolean", default: false },
-      quiet: { type: "boolean", default: false },
-    },
+/** The usage line printed after a bad command line. */
+export const PRETRAIN_USAGE =
+  "deno task pretrain [--preset tiny|small|gpt2] [--steps N] [--out DIR] [--seed S] [--checkpoint-every N] " +
+  "[--stop-after N] [--resume] [--quiet]";
+
+/** Parses pretrain's command line; throws a FlagError naming a bad flag. */
+export function parsePretrainArgs(args: string[]): PretrainOptions {
+  const values = parseFlags(args, {
+    preset: { type: "string", default: "small" },
+    steps: { type: "string" },
+    "stop-after": { type: "string" },
+    "checkpoint-every": { type: "string" },
+    out: { type: "string" },
+    seed: { type: "string", default: "0" },
+    resume: { type: "boolean" },
+    quiet: { type: "boolean" },
   });
-  const p = preset(values.preset!);
-  const int = (name: string, v: string | undefined, fallback: number) =>
-    v === undefined ? fallback : flagNumber(name, v, "integer");
-  const steps = int("steps", values.steps, p.steps);
-  const t0 = performance.now();
-  const r = await pretrain({
+  const p = PRESETS[flagChoice("preset", values.preset, Object.keys(PRESETS))];
+  const int = (name: string, v: string | undefined) =>
+    v === undefined ? undefined : flagNumber(name, v, "positive integer");
+  return {
     preset: p,
-    steps,
-    stopAfter: values["stop-after"] === undefined
-      ? undefined
-      : int("stop-after", values["stop-after"], steps),
+    steps: int("steps", values.steps) ?? p.steps,
+    stopAfter: int("stop-after", values["stop-after"]),
+    checkpointEvery: int("checkpoint-every", values["checkpoint-every"]),
     out: values.out ?? `.cache/pretrain-${p.name}`,
-    seed: int("seed", values.seed, 0),
-    resume: values.resume!,
+    seed: flagNumber("seed", values.seed, "integer"),
+    resume: values.resume,
     quiet: values.quiet,
+  };
+}
+
+if (import.meta.main) {
+  await runCli("pretrain", PRETRAIN_USAGE, async () => {
+    const t0 = performance.now();
+    const r = await pretrain(parsePretrainArgs(Deno.args));
+    console.error(
+      `pretrain: done in ${formatDuration((performance.now() - t0) / 1000)}, validation loss ${
+        r.valLoss.toFixed(4)
+      } over ${r.valTokens} tokens, ${Math.round(r.tokensPerSec)} tok/s`,
+    );
+    console.log(
+      JSON.stringify({ valLoss: r.valLoss, tokens: r.valTokens, steps: r.steps.length, dir: r.dir }),
+    );
   });
-  console.error(
-    `pretrain: done in ${formatDuration((performance.now() - t0) / 1000)}, validation loss ${
-      r.valLoss.toFixed(4)
-    } over ${r.valTokens} tokens, ${Math.round(r.tokensPerSec)} tok/s`,
-  );
-  console.log(JSON.stringify({ valLoss: r.valLoss, tokens: r.valTokens, steps: r.steps.length, dir: r.dir }));
 }

@@ -13,13 +13,16 @@ export class Progress {
   readonly #label: string;
   readonly #tty: boolean;
   readonly #every: number;
+  readonly #start: number;
   readonly #t0 = performance.now();
   #lastLine = 0;
 
-  /** A progress report for `total` units named `label`. */
-  constructor(label: string, total: number) {
+  /** A progress report for `total` units named `label`, `start` of them done before (a resume). */
+  constructor(label: string, total: number, start = 0) {
     this.#label = label;
     this.#total = total;
+    this.#start = start;
+    this.#lastLine = start;
     this.#tty = Deno.stderr.isTerminal();
     this.#every = Math.max(1, Math.round(total / 20));
   }
@@ -27,7 +30,7 @@ export class Progress {
   /** Reports that `done` units are finished; `detail` is appended (e.g. `loss 2.31`). */
   update(done: number, detail = ""): void {
     const elapsed = (performance.now() - this.#t0) / 1000;
-    const eta = done > 0 ? (elapsed / done) * (this.#total - done) : NaN;
+    const eta = done > this.#start ? (elapsed / (done - this.#start)) * (this.#total - done) : NaN;
     const width = 20;
     const filled = Math.round((width * done) / this.#total);
     const bar = "#".repeat(filled) + "-".repeat(width - filled);

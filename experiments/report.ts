@@ -294,10 +294,18 @@ export function markdown(r: ExperimentRecord): string {
   return lines.join("\n");
 }
 
-/** Writes results.json, report.md and the plots into `dir`. */
-export async function writeReport(dir: string, r: ExperimentRecord): Promise<void> {
+/**
+ * Writes results.json (with `complete: true` and `runs`, every run's raw result by run id, which a
+ * resumed experiment reuses), report.md and the plots into `dir`.
+ */
+export async function writeReport(
+  dir: string,
+  r: ExperimentRecord,
+  runs: Record<string, RunResult> = {},
+): Promise<void> {
   await Deno.mkdir(dir, { recursive: true });
-  await writeFileAtomic(`${dir}/results.json`, JSON.stringify(resultsJson(r), null, 1) + "\n");
+  const results = { complete: true, ...resultsJson(r), runs };
+  await writeFileAtomic(`${dir}/results.json`, JSON.stringify(results, null, 1) + "\n");
   for (const [name, svg] of Object.entries(plots(r))) await writeFileAtomic(`${dir}/${name}`, svg);
   await writeFileAtomic(`${dir}/report.md`, markdown(r));
 }

@@ -7,10 +7,10 @@ import { evalExampleBatches, ExampleBatcher } from "../core/data/batches.ts";
 import type { Example } from "../core/data/formats.ts";
 import { tokenizerFor } from "../core/data/tokenizer.ts";
 import { evaluate } from "../core/evaluate.ts";
-import { LisaMethod, type StatePolicy } from "../core/finetune/lisa.ts";
+import type { StatePolicy } from "../core/finetune/lisa.ts";
 import { LoraMethod } from "../core/finetune/lora.ts";
-import { FullMethod } from "../core/finetune/full.ts";
 import type { FinetuneMethod } from "../core/finetune/method.ts";
+import { makeMethod, type MethodSettings } from "../core/finetune/methods.ts";
 import { msPerStep, train } from "../core/finetune/trainer.ts";
 import { greedyComplete } from "../core/generate.ts";
 import type { Gpu } from "../core/gpu.ts";
@@ -89,20 +89,17 @@ export interface RunResult {
   norms?: LayerNorms;
 }
 
-/** The method of `spec` on `model`. */
-export function methodFor(
-  model: GPT,
-  spec: MethodSpec,
-  period: number,
-  seed: number,
-  state?: StatePolicy,
-): FinetuneMethod {
-  if (spec.method === "full") return new FullMethod(model);
-  if (spec.method === "lora") {
-    const rank = spec.rank ?? 8;
-    return new LoraMethod(model, { rank, alpha: 2 * rank, targets: "all-linear", seed: seed + 7 });
-  }
-  return new LisaMethod(model, { gamma: spec.gamma ?? 2, period, state, seed: seed + 7 });
+/** The settings of `spec` in run `r`: LoRA on every linear layer with alpha = 2·r (the experiment's design). */
+export function methodSettings(r: RunSpec): MethodSettings {
+  return {
+    method: r.spec.method,
+    seed: r.seed,
+    gamma: r.spec.gamma,
+    period: r.period,
+    state: r.state,
+    rank: r.spec.rank,
+    targets: "all-linear",
+  };
 }
 
 /** Layer groups of the model: name and tensors, in order. */
@@ -264,7 +261,7 @@ export async function runOne(gpu: Gpu, r: RunSpec): Promise<RunResult> {
     const tok = tokenizerFor(model.config.vocabSize);
     const trainEx: Example[] = toExamples(r.task.train, tok);
     const valEx: Example[] = toExamples(r.task.val, tok);
-    const method = methodFor(model, r.spec, r.period, r.seed, r.state);
+    const method = makeMethod(model, methodSettings(r));
     const optimizer = new AdamW(gpu, { weightDecay: 0 });
     const batcher = new ExampleBatcher(trainEx, r.batchSize, r.blockSize, r.seed + 1);
     const norms = r.norms ? new NormTracker(model, method) : null;

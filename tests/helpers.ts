@@ -2,7 +2,7 @@
 import { Gpu, requestGpu } from "../core/gpu.ts";
 import { backward } from "../core/autograd.ts";
 import type { KernelFamily } from "../kernels/select.ts";
-import { findTorch, runChild, type TorchPython } from "../experiments/child.ts";
+import { childEnv, findTorch, runChild, type TorchPython } from "../experiments/child.ts";
 import { fromArray, type Tensor } from "../core/tensor.ts";
 
 const shared = new Map<string, Promise<Gpu>>();
@@ -200,4 +200,33 @@ export async function runReference(script: string, args: string[]): Promise<unkn
 export async function cacheTempDir(prefix?: string): Promise<string> {
   await Deno.mkdir("./.cache", { recursive: true });
   return Deno.makeTempDir({ dir: "./.cache", prefix });
+}
+
+/**
+ * The permission flags `deno task NAME` runs with (from deno.json), so tests start the CLIs exactly
+ * as a user's task does.
+ */
+export async function taskFlags(name: string): Promise<string[]> {
+  const config = JSON.parse(await Deno.readTextFile(new URL("../deno.json", import.meta.url)));
+  const task: string | undefined = config.tasks?.[name];
+  if (!task) throw new Error(`deno.json has no task ${name}`);
+  return task.split(/\s+/).filter((a) => a.startsWith("--allow-"));
+}
+
+/** `deno run` of a CLI script with its task's permissions: the exit code and outputs. */
+export async function runTask(
+  task: string,
+  script: string,
+  args: string[],
+): Promise<{ code: number; stdout: string; stderr: string }> {
+  const out = await new Deno.Command("deno", {
+    args: ["run", ...await taskFlags(task), script, ...args],
+    clearEnv: true,
+    env: childEnv(),
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const text = (b: Uint8Array) => new TextDecoder().decode(b).trim();
+  return { code: out.code, stdout: text(out.stdout), stderr: text(out.stderr) };
 }

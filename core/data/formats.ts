@@ -1,7 +1,10 @@
 /**
  * User data files: `.txt` (the whole file is one document), `.jsonl` (one object per line: `text`
  * for a document, or `prompt` and `response` for an example with loss on the response only), and
- * nanoGPT's `.bin` (little-endian uint16 token ids). Errors name the file and, for JSONL, the line.
+ * nanoGPT's `.bin` (little-endian uint16 token ids). Errors are one line naming the file and, for
+ * JSONL, the line. Blank (or whitespace-only) JSONL lines are skipped, as `datasets` and most JSONL
+ * writers allow (a trailing newline makes one). A file must give at least one input and its target:
+ * 2 tokens in a stream, 2 ids in every example.
  */
 import { encodeDocuments, type Tokenizer } from "./tokenizer.ts";
 
@@ -32,7 +35,7 @@ export async function loadDataset(
   try {
     bytes = await Deno.readFile(path);
   } catch (e) {
-    throw new Error(`${path}: cannot read data file (${(e as Error).message})`, { cause: e });
+    throw new Error(`${path}: cannot read data file (${oneLine((e as Error).message)})`, { cause: e });
   }
   return parseDataset(path, bytes, tokenizer, vocabSize);
 }
@@ -46,7 +49,7 @@ export function parseDataset(
 ): Dataset {
   const format = formatOf(path);
   if (bytes.length === 0) throw new Error(`${path}: the file is empty`);
-  if (format === "bin") return { kind: "stream", tokens: parseBin(path, bytes, vocabSize) };
+  if (format === "bin") return checkStream(path, parseBin(path, bytes, vocabSize));
   if (tokenizer === null) {
     throw new Error(
       `${path}: text data needs a tokenizer, and the model's vocabulary (${vocabSize}) has none; ` +
@@ -65,8 +68,22 @@ export function parseDataset(
   } catch {
     throw new Error(`${path}: not valid UTF-8 text`);
   }
-  if (format === "txt") return { kind: "stream", tokens: Uint32Array.from(tokenizer.encode(text)) };
+  if (format === "txt") return checkStream(path, Uint32Array.from(tokenizer.encode(text)));
   return parseJsonl(path, text, tokenizer);
+}
+
+function checkStream(path: string, tokens: Uint32Array): Dataset {
+  if (tokens.length < 2) {
+    throw new Error(
+      `${path}: ${tokens.length} token(s); a stream needs at least 2 (an input and its target)`,
+    );
+  }
+  return { kind: "stream", tokens };
+}
+
+/** `message` on one line: runs of whitespace (newlines included) become one space. */
+function oneLine(message: string): string {
+  return message.replace(/\s+/g, " ").trim();
 }
 
 /** Whether the file at `path` is text that needs a tokenizer (`.txt`, `.jsonl`), not `.bin` ids. */
@@ -116,7 +133,7 @@ function parseJsonl(path: string, text: string, tokenizer: Tokenizer): Dataset {
     try {
       value = JSON.parse(line);
     } catch (e) {
-      throw new Error(`${where}: bad JSON (${(e as Error).message})`);
+      throw new Error(`${where}: bad JSON (${oneLine((e as Error).message)})`);
     }
     if (typeof value !== "object" || value === null || Array.isArray(value)) {
       throw new Error(
@@ -145,12 +162,17 @@ function parseJsonl(path: string, text: string, tokenizer: Tokenizer): Dataset {
     } else {
       const example = encodeExample(o.prompt as string, o.response as string, tokenizer);
       if (!example.mask.includes(1)) throw new Error(`${where}: "response" is empty, so nothing is a target`);
+      if (example.ids.length < 2) {
+        throw new Error(
+          `${where}: prompt and response make ${example.ids.length} token; an example needs at least 2 (an input and its target)`,
+        );
+      }
       examples.push(example);
     }
   }
   if (first === null) throw new Error(`${path}: no JSON lines`);
   if (first.kind === "prompt/response") return { kind: "examples", examples };
-  return { kind: "stream", tokens: encodeDocuments(tokenizer, documents) };
+  return checkStream(path, encodeDocuments(tokenizer, documents));
 }
 
 /** Ids and loss mask of one prompt/response pair: prompt ++ response ++ [eot], mask 1 after the prompt. */

@@ -6,11 +6,16 @@
  * can be merged into the base weights.
  */
 import { downloadParameters } from "../io/hf.ts";
-import { encodeSafetensors, type F32Tensor, writeFileAtomic } from "../io/safetensors.ts";
+import {
+  encodeSafetensors,
+  type F32Tensor,
+  readSafetensorsFile,
+  writeFileAtomic,
+} from "../io/safetensors.ts";
 import type { GPT } from "../nn/gpt.ts";
 import { Linear } from "../nn/layers.ts";
 import { type LoraConfig, LoRALinear } from "../nn/lora.ts";
-import { Rng } from "../random.ts";
+import { Rng, type RngState } from "../random.ts";
 import type { Tensor } from "../tensor.ts";
 import { StaticMethod } from "./method.ts";
 
@@ -44,6 +49,8 @@ export class LoraMethod extends StaticMethod {
   readonly config: Required<LoraConfig> & { targets: string[] };
   readonly #adapters: [string, LoRALinear][] = [];
   readonly #params: [string, Tensor][];
+  /** Draws A's init, then every dropout mask: its state is the method's checkpoint state. */
+  readonly #rng: Rng;
 
   /** Freezes `model` and adds adapters to its targeted layers (A drawn from `seed`). */
   constructor(model: GPT, o: LoraOptions) {
@@ -67,6 +74,7 @@ export class LoraMethod extends StaticMethod {
     };
     for (const [, p] of model.namedParameters()) p.requiresGrad = false;
     const rng = new Rng(o.seed);
+    this.#rng = rng;
     model.h.forEach((_, i) => {
       for (const s of slots(model, i)) {
         if (!targets.some((t) => s.path === t || s.path.endsWith(`.${t}`))) continue;
@@ -88,6 +96,36 @@ export class LoraMethod extends StaticMethod {
   /** The adapters' A and B. */
   trainable(): [string, Tensor][] {
     return this.#params;
+  }
+
+  /** The dropout RNG (A's init is drawn already; masks draw from it in training). */
+  override state(): { rng: RngState } {
+    return { rng: this.#rng.state() };
+  }
+
+  /** Continues the dropout masks from {@link state} (the adapters' values come from {@link importPeft}). */
+  override restore(state: unknown): void {
+    const s = state as { rng?: RngState } | null;
+    if (!s || !Array.isArray(s.rng)) throw new Error("LoRA: not a LoRA state (expected { rng })");
+    this.#rng.setState(s.rng);
+  }
+
+  /**
+   * Loads A and B from a PEFT `adapter_model.safetensors` in `dir` (as {@link exportPeft} writes
+   * it); every adapter must be there with its shape.
+   */
+  async importPeft(dir: string): Promise<void> {
+    const path = `${dir}/adapter_model.safetensors`;
+    const st = await readSafetensorsFile(path);
+    for (const [name, t] of this.#params) {
+      const key = `base_model.model.transformer.${name}`;
+      const e = st.entries.get(key);
+      if (!e) throw new Error(`${path}: no tensor ${key}`);
+      if (e.shape.join(",") !== t.shape.join(",")) {
+        throw new Error(`${path}: ${key} has shape [${e.shape}], the adapter needs [${t.shape}]`);
+      }
+      t.upload(st.getF32(key));
+    }
   }
 
   /** Folds every adapter into its base weight. */

@@ -60,6 +60,8 @@ export abstract class StaticMethod implements FinetuneMethod {
     return null;
   }
 
-  /** Stateless. */
-  restore(): void {}
+  /** Stateless: accepts only what {@link state} gave. */
+  restore(state: unknown): void {
+    if (state !== null) throw new Error(`${this.name}: unexpected method state ${JSON.stringify(state)}`);
+  }
 }

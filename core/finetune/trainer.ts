@@ -3,7 +3,8 @@
  * model's loss is recorded with its backward, AdamW updates what has gradients, gradients are
  * released, and the step is submitted once. Losses stay on the GPU and are read back once every
  * `readEvery` steps, so no step waits for the GPU. A NaN or infinite loss stops the run at that
- * read, naming the step and the last checkpoint.
+ * read, naming the step and the last checkpoint; any other error that stops the run (a lost
+ * device, memory, a rejected kernel) has the step and the last checkpoint added to its message.
  */
 import { backward } from "../autograd.ts";
 import type { Batch } from "../data/batches.ts";
@@ -71,6 +72,11 @@ export interface TrainSetup {
   evalEvery?: number;
   /** Validation batches for the periodic evaluation. */
   evalBatches?: Batch[];
+  /**
+   * Evaluate after the last step too (default true); false when the run stops early to be resumed,
+   * so its evaluations stay those of the uninterrupted run.
+   */
+  evalAtEnd?: boolean;
   /** Also evaluate before the first step (when starting at step 0). */
   evalAtStart?: boolean;
   /**
@@ -173,8 +179,9 @@ export async function train(s: TrainSetup): Promise<TrainResult> {
     windowStart = performance.now();
     windowCompileMs = gpu.pipelines.compileMs;
   };
+  let step = s.startStep ?? 0;
   try {
-    for (let step = s.startStep ?? 0; step < s.steps; step++) {
+    for (; step < s.steps; step++) {
       const batch = s.nextBatch();
       await s.method.beginStep(step, s.optimizer);
       gpu.memory.resetPeak();
@@ -210,7 +217,8 @@ export async function train(s: TrainSetup): Promise<TrainResult> {
       runPeakTotal = Math.max(runPeakTotal, stats.peakTotal);
       const done = step + 1;
       const last = done === s.steps;
-      const evalNow = !!(s.evalBatches && s.evalEvery && (done % s.evalEvery === 0 || last));
+      const evalNow = !!(s.evalBatches && s.evalEvery &&
+        (done % s.evalEvery === 0 || (last && (s.evalAtEnd ?? true))));
       const checkpointNow =
         !!(s.checkpoint && ((s.checkpointEvery && done % s.checkpointEvery === 0) || last));
       if (window.length === readEvery || last || evalNow || checkpointNow) await flush();
@@ -219,6 +227,15 @@ export async function train(s: TrainSetup): Promise<TrainResult> {
       if (evalNow || checkpointNow) windowStart = performance.now();
     }
     await flush();
+  } catch (thrown) {
+    const e = await gpu.explain(thrown);
+    // Whatever stopped the run (a lost device, memory, a kernel the device rejected), say where to resume.
+    if (e instanceof Error && !(e instanceof TrainingDivergedError)) {
+      const message = `${e.message.split("\n")[0]} (during step ${step}; last checkpoint: ${lastCheckpoint})`;
+      // An own property, so error classes whose message is a getter keep their type and fields.
+      Object.defineProperty(e, "message", { value: message, configurable: true, writable: true });
+    }
+    throw e;
   } finally {
     log.dispose();
   }

@@ -1,13 +1,13 @@
 /**
- * Training checkpoints: the model (Hugging Face layout, so a checkpoint is also a loadable model),
- * the optimizer state, and trainer.json (step, batcher and method state with their RNG states,
- * history). Written into a temporary folder, then swapped in by rename: a crash never leaves a half
- * checkpoint where a whole one was.
+ * Training checkpoints: the weights that train (a Hugging Face model folder for Full and LISA, so a
+ * checkpoint is also a loadable model; PEFT adapter files for LoRA), the optimizer state
+ * (optimizer.safetensors, offloaded moments included), and trainer.json (step, batcher and method
+ * state with their RNG states, history), written last. A checkpoint is written into a temporary
+ * folder beside its place and swapped in by two renames; a process killed at any moment leaves
+ * either the old checkpoint or the new one, which {@link findCheckpoint} puts back in place.
  */
-import type { Gpu } from "../gpu.ts";
-import type { GPT } from "../nn/gpt.ts";
 import type { AdamW } from "../optim/adamw.ts";
-import { type KeyStyle, loadGPT2, saveGPT2 } from "./hf.ts";
+import { CheckpointError } from "./hf.ts";
 import { encodeSafetensors, type F32Tensor, readSafetensorsFile } from "./safetensors.ts";
 
 /** What trainer.json holds. */
@@ -16,62 +16,148 @@ export interface TrainerState {
   step: number;
   /** The batcher's state (its RNG included). */
   batcher: unknown;
-  /** The method's state. */
+  /** The method's state (LISA's sampler and active set, LoRA's dropout RNG). */
   method: unknown;
   /** Per-parameter AdamW step counts, by name (moments are in optimizer.safetensors). */
   optimizerSteps: Record<string, number>;
+  /** Parameters whose moments were in host memory (LISA `offload`): restored there. */
+  offloaded: string[];
   /** Anything else the caller wants back (config, history). */
   extra: Record<string, unknown>;
 }
 
-/** Writes a checkpoint to `dir` (replacing one that is there). */
-export async function saveCheckpoint(
-  dir: string,
-  model: GPT,
-  optimizer: AdamW,
-  state: Omit<TrainerState, "optimizerSteps">,
-  keyStyle: KeyStyle = "bare",
-): Promise<void> {
-  const tmp = `${dir}.tmp-${Deno.pid}`;
-  await Deno.remove(tmp, { recursive: true }).catch(() => {});
-  await saveGPT2(model, tmp, keyStyle);
-  const snap = await optimizer.snapshot();
-  const tensors: Record<string, F32Tensor> = {};
-  const optimizerSteps: Record<string, number> = {};
-  const shapes = new Map(model.namedParameters().map(([n, t]) => [n, t.shape]));
-  for (const s of snap) {
-    const shape = shapes.get(s.name) ?? [s.m.length];
-    tensors[`${s.name}.exp_avg`] = { shape, data: s.m };
-    tensors[`${s.name}.exp_avg_sq`] = { shape, data: s.v };
-    optimizerSteps[s.name] = s.step;
-  }
-  await Deno.writeFile(`${tmp}/optimizer.safetensors`, encodeSafetensors(tensors));
-  await Deno.writeTextFile(`${tmp}/trainer.json`, JSON.stringify({ ...state, optimizerSteps }) + "\n");
-  const old = `${dir}.old-${Deno.pid}`;
-  const had = await Deno.stat(dir).then(() => true, () => false);
-  if (had) await Deno.rename(dir, old);
-  await Deno.rename(tmp, dir);
-  if (had) await Deno.remove(old, { recursive: true });
+/** What a checkpoint is written from. */
+export interface CheckpointParts {
+  /** Writes the trained weights into the (new, empty) folder it is given. */
+  weights: (dir: string) => Promise<void>;
+  /** Whose state is saved. */
+  optimizer: AdamW;
+  /** The rest of trainer.json. */
+  state: Omit<TrainerState, "optimizerSteps" | "offloaded">;
 }
 
-/** Reads a checkpoint: the model, its key style, and the trainer state; restores `optimizer`. */
-export async function loadCheckpoint(
-  gpu: Gpu,
+/** The phases of {@link saveCheckpoint}, in order (for fault-injection tests). */
+export type CheckpointPhase = "weights" | "optimizer" | "trainer" | "swap-out" | "swap-in" | "cleanup";
+
+const exists = (p: string) => Deno.stat(p).then(() => true, () => false);
+
+/** The sibling folders of `dir` whose names start with `${basename(dir)}.${kind}-`. */
+async function siblings(dir: string, kind: "tmp" | "old"): Promise<string[]> {
+  const slash = dir.replace(/\/+$/, "").lastIndexOf("/");
+  const parent = slash >= 0 ? dir.slice(0, slash) || "/" : ".";
+  const prefix = `${dir.slice(slash + 1).replace(/\/+$/, "")}.${kind}-`;
+  const out: string[] = [];
+  try {
+    for await (const e of Deno.readDir(parent)) {
+      if (e.isDirectory && e.name.startsWith(prefix)) out.push(`${parent}/${e.name}`);
+    }
+  } catch (e) {
+    if (!(e instanceof Deno.errors.NotFound)) throw e;
+  }
+  return out.sort();
+}
+
+/**
+ * Writes a checkpoint to `dir`, replacing the one there. `onPhase` is awaited before each phase
+ * (tests stop the write there to check that what is left on disk is whole).
+ */
+export async function saveCheckpoint(
   dir: string,
-  optimizer: AdamW,
-): Promise<{ model: GPT; keyStyle: KeyStyle; state: TrainerState }> {
+  parts: CheckpointParts,
+  onPhase?: (phase: CheckpointPhase) => void | Promise<void>,
+): Promise<void> {
+  for (const stale of await siblings(dir, "tmp")) await Deno.remove(stale, { recursive: true });
+  const tmp = `${dir}.tmp-${Deno.pid}`;
+  await Deno.mkdir(tmp, { recursive: true });
+  await onPhase?.("weights");
+  await parts.weights(tmp);
+  await onPhase?.("optimizer");
+  const snap = await parts.optimizer.snapshot();
+  const tensors: Record<string, F32Tensor> = {};
+  const optimizerSteps: Record<string, number> = {};
+  const offloaded: string[] = [];
+  for (const s of snap) {
+    tensors[`${s.name}.exp_avg`] = { shape: [...s.shape], data: s.m };
+    tensors[`${s.name}.exp_avg_sq`] = { shape: [...s.shape], data: s.v };
+    optimizerSteps[s.name] = s.step;
+    if (s.offloaded) offloaded.push(s.name);
+  }
+  await Deno.writeFile(`${tmp}/optimizer.safetensors`, encodeSafetensors(tensors));
+  await onPhase?.("trainer");
+  const state: TrainerState = { ...parts.state, optimizerSteps, offloaded };
+  await Deno.writeTextFile(`${tmp}/trainer.json`, JSON.stringify(state) + "\n");
+  // trainer.json is written last: a folder that has it is whole.
+  await onPhase?.("swap-out");
+  const old = `${dir}.old-${Deno.pid}`;
+  const had = await exists(dir);
+  if (had) await Deno.rename(dir, old);
+  await onPhase?.("swap-in");
+  await Deno.rename(tmp, dir);
+  await onPhase?.("cleanup");
+  for (const o of await siblings(dir, "old")) await Deno.remove(o, { recursive: true });
+}
+
+/**
+ * The checkpoint in `dir`, after repairing what a kill during {@link saveCheckpoint} left: when the
+ * swap was cut between its two renames, the old checkpoint is moved back; half-written temporary
+ * folders are removed. Returns null when there is no checkpoint.
+ */
+export async function findCheckpoint(dir: string): Promise<string | null> {
+  const whole = (d: string) => exists(`${d}/trainer.json`);
+  if (!(await exists(dir))) {
+    const olds = (await Promise.all((await siblings(dir, "old")).map(async (d) =>
+      [d, await whole(d)] as const
+    )))
+      .filter(([, ok]) => ok);
+    if (olds.length) await Deno.rename(olds[olds.length - 1][0], dir);
+  }
+  for (const stale of await siblings(dir, "tmp")) await Deno.remove(stale, { recursive: true });
+  if (!(await exists(dir))) return null;
+  if (!(await whole(dir))) {
+    throw new CheckpointError(`checkpoint ${dir}: trainer.json is missing (not a checkpoint folder)`);
+  }
+  for (const o of await siblings(dir, "old")) await Deno.remove(o, { recursive: true });
+  return dir;
+}
+
+/** Reads trainer.json of the checkpoint in `dir` and restores `optimizer` from it. */
+export async function loadTrainerState(dir: string, optimizer: AdamW): Promise<TrainerState> {
+  const path = `${dir}/trainer.json`;
   let state: TrainerState;
   try {
-    state = JSON.parse(await Deno.readTextFile(`${dir}/trainer.json`));
+    state = JSON.parse(await Deno.readTextFile(path));
   } catch (e) {
-    throw new Error(`checkpoint ${dir}: cannot read trainer.json (${(e as Error).message})`);
+    throw new CheckpointError(`${path}: cannot read (${(e as Error).message.split("\n")[0]})`);
   }
-  const { model, keyStyle } = await loadGPT2(gpu, dir);
-  const st = await readSafetensorsFile(`${dir}/optimizer.safetensors`);
-  for (const [name, step] of Object.entries(state.optimizerSteps)) {
-    const e = st.entries.get(`${name}.exp_avg`);
-    if (!e) throw new Error(`checkpoint ${dir}: optimizer.safetensors has no state for ${name}`);
-    optimizer.load(name, e.shape, step, st.getF32(`${name}.exp_avg`), st.getF32(`${name}.exp_avg_sq`));
+  const fail = (what: string) => new CheckpointError(`${path}: ${what}`);
+  if (typeof state !== "object" || state === null) throw fail("not a JSON object");
+  if (!Number.isInteger(state.step) || state.step < 0) {
+    throw fail(`step must be a whole number, got ${state.step}`);
   }
-  return { model, keyStyle, state };
+  if (typeof state.optimizerSteps !== "object" || state.optimizerSteps === null) {
+    throw fail("optimizerSteps is missing");
+  }
+  if (typeof state.extra !== "object" || state.extra === null) throw fail("extra is missing");
+  const offloaded = new Set(Array.isArray(state.offloaded) ? state.offloaded : []);
+  const names = Object.entries(state.optimizerSteps);
+  if (names.length === 0) return state;
+  const optPath = `${dir}/optimizer.safetensors`;
+  const st = await readSafetensorsFile(optPath);
+  for (const [name, step] of names) {
+    const m = st.entries.get(`${name}.exp_avg`), v = st.entries.get(`${name}.exp_avg_sq`);
+    if (!m || !v) throw new CheckpointError(`${optPath}: no state for ${name}`);
+    try {
+      optimizer.load(
+        name,
+        m.shape,
+        step,
+        st.getF32(`${name}.exp_avg`),
+        st.getF32(`${name}.exp_avg_sq`),
+        offloaded.has(name),
+      );
+    } catch (e) {
+      throw new CheckpointError(`${optPath}: ${(e as Error).message}`);
+    }
+  }
+  return state;
 }

@@ -7,38 +7,46 @@
 import type { Gpu } from "../gpu.ts";
 import type { Tensor } from "../tensor.ts";
 import { GPT, type GPTConfig, validateConfig } from "../nn/gpt.ts";
-import { encodeSafetensors, type F32Tensor, readSafetensorsFile, writeFileAtomic } from "./safetensors.ts";
+import {
+  describe,
+  encodeSafetensors,
+  type F32Tensor,
+  label,
+  oneLine,
+  readSafetensorsFile,
+  writeFileAtomic,
+} from "./safetensors.ts";
 
 /** How tensor names are spelled in a checkpoint. */
 export type KeyStyle = "bare" | "transformer";
 
-/** Raised for an unusable config.json or checkpoint; names the file and the field or key. */
+/** Raised for an unusable config.json or checkpoint; one line naming the file and the field or key. */
 export class CheckpointError extends Error {}
 
 /** Our config from a Hugging Face GPT-2 config.json object; `where` names the file in errors. */
 export function configFromHF(raw: unknown, where = "config.json"): GPTConfig {
-  if (!raw || typeof raw !== "object") throw new CheckpointError(`${where}: not a JSON object`);
+  if (!raw || typeof raw !== "object" || Array.isArray(raw)) {
+    throw new CheckpointError(`${where}: not a JSON object`);
+  }
   const j = raw as Record<string, unknown>;
   if (j.model_type !== undefined && j.model_type !== "gpt2") {
-    throw new CheckpointError(`${where}: model_type ${JSON.stringify(j.model_type)} is not gpt2`);
+    throw new CheckpointError(`${where}: model_type ${describe(j.model_type)} is not gpt2`);
   }
   const act = j.activation_function ?? "gelu_new";
   if (act !== "gelu_new") {
-    throw new CheckpointError(`${where}: activation_function ${JSON.stringify(act)} is not gelu_new`);
-  }
-  if (j.n_inner !== undefined && j.n_inner !== null && j.n_inner !== 4 * (j.n_embd as number)) {
-    throw new CheckpointError(`${where}: n_inner ${j.n_inner} is not 4·n_embd`);
+    throw new CheckpointError(`${where}: activation_function ${describe(act)} is not gelu_new`);
   }
   const int = (k: string, fallback?: string): number => {
-    const v = j[k] ?? (fallback ? j[fallback] : undefined);
+    const v = j[k] === undefined && fallback ? j[fallback] : j[k];
     if (!Number.isInteger(v) || (v as number) <= 0) {
-      throw new CheckpointError(`${where}: ${k} is ${JSON.stringify(v)}, expected a positive integer`);
+      throw new CheckpointError(`${where}: ${k} is ${describe(v)}, expected a positive integer`);
     }
+    if (!Number.isSafeInteger(v)) throw new CheckpointError(`${where}: ${k} is ${v}, beyond 2^53`);
     return v as number;
   };
   const eps = j.layer_norm_epsilon ?? 1e-5;
-  if (typeof eps !== "number" || !(eps > 0)) {
-    throw new CheckpointError(`${where}: layer_norm_epsilon ${eps} is not a positive number`);
+  if (typeof eps !== "number" || !Number.isFinite(eps) || eps <= 0) {
+    throw new CheckpointError(`${where}: layer_norm_epsilon ${describe(eps)} is not a positive number`);
   }
   const config: GPTConfig = {
     vocabSize: int("vocab_size"),
@@ -48,12 +56,41 @@ export function configFromHF(raw: unknown, where = "config.json"): GPTConfig {
     nEmbd: int("n_embd"),
     layerNormEps: eps,
   };
+  if (j.n_inner !== undefined && j.n_inner !== null && j.n_inner !== 4 * config.nEmbd) {
+    throw new CheckpointError(
+      `${where}: n_inner ${describe(j.n_inner)} is not 4·n_embd (${4 * config.nEmbd})`,
+    );
+  }
   try {
     validateConfig(config);
   } catch (e) {
     throw new CheckpointError(`${where}: ${(e as Error).message}`);
   }
   return config;
+}
+
+/** GPT-2's parameters for `c`, by checkpoint name, in `GPT.namedParameters()` order; Conv1D weights (in, out). */
+function gpt2Layout(c: GPTConfig): [string, number[]][] {
+  const C = c.nEmbd;
+  const linear = (name: string, inF: number, outF: number): [string, number[]][] => [
+    [`${name}.weight`, [inF, outF]],
+    [`${name}.bias`, [outF]],
+  ];
+  const norm = (name: string): [string, number[]][] => [[`${name}.weight`, [C]], [`${name}.bias`, [C]]];
+  const layers = Array.from({ length: c.nLayer }, (_, i): [string, number[]][] => [
+    ...norm(`h.${i}.ln_1`),
+    ...linear(`h.${i}.attn.c_attn`, C, 3 * C),
+    ...linear(`h.${i}.attn.c_proj`, C, C),
+    ...norm(`h.${i}.ln_2`),
+    ...linear(`h.${i}.mlp.c_fc`, C, 4 * C),
+    ...linear(`h.${i}.mlp.c_proj`, 4 * C, C),
+  ]);
+  return [
+    ["wte.weight", [c.vocabSize, C]],
+    ["wpe.weight", [c.blockSize, C]],
+    ...layers.flat(),
+    ...norm("ln_f"),
+  ];
 }
 
 /** A Hugging Face config.json object for `c` (what transformers' GPT2Config reads). */
@@ -82,21 +119,24 @@ export function configToHF(c: GPTConfig): Record<string, unknown> {
 }
 
 const IGNORED = /\.attn\.(bias|masked_bias)$/;
+const FLOAT_DTYPES = new Set(["F32", "F16", "BF16", "F64"]);
+const sameShape = (a: readonly number[], b: readonly number[]) =>
+  a.length === b.length && a.every((d, i) => d === b[i]);
 
 /** Loads a GPT-2 directory; returns the model and the key style its checkpoint used. */
 export async function loadGPT2(gpu: Gpu, dir: string): Promise<{ model: GPT; keyStyle: KeyStyle }> {
   const cfgPath = `${dir}/config.json`;
-  let text: string;
+  let bytes: Uint8Array;
   try {
-    text = await Deno.readTextFile(cfgPath);
+    bytes = await Deno.readFile(cfgPath);
   } catch (e) {
-    throw new CheckpointError(`${cfgPath}: cannot read (${(e as Error).message})`);
+    throw new CheckpointError(`${cfgPath}: cannot read (${oneLine((e as Error).message)})`);
   }
   let raw: unknown;
   try {
-    raw = JSON.parse(text);
+    raw = JSON.parse(new TextDecoder("utf-8", { fatal: true }).decode(bytes));
   } catch (e) {
-    throw new CheckpointError(`${cfgPath}: not valid JSON (${(e as Error).message})`);
+    throw new CheckpointError(`${cfgPath}: not valid JSON (${oneLine((e as Error).message)})`);
   }
   const config = configFromHF(raw, cfgPath);
   const stPath = `${dir}/model.safetensors`;
@@ -111,49 +151,92 @@ export async function loadGPT2(gpu: Gpu, dir: string): Promise<{ model: GPT; key
   const names = st.names();
   const keyStyle: KeyStyle = names.some((n) => n.startsWith("transformer.")) ? "transformer" : "bare";
   const strip = (n: string) => (keyStyle === "transformer" && n.startsWith("transformer.") ? n.slice(12) : n);
-  const keyOf = new Map(names.filter((n) => !IGNORED.test(n)).map((n) => [strip(n), n]));
-  const unused = new Set(keyOf.keys());
+  const keyOf = new Map<string, string>();
+  for (const key of names.filter((n) => !IGNORED.test(n))) {
+    const other = keyOf.get(strip(key));
+    if (other !== undefined) {
+      throw new CheckpointError(
+        `${stPath}: tensors ${label(other)} and ${label(key)} are the same parameter`,
+      );
+    }
+    keyOf.set(strip(key), key);
+  }
+  const prefix = keyStyle === "transformer" ? "transformer." : "";
+  // Every check the header allows comes before the model is allocated, so a config that asks for more
+  // than the file holds (n_layer 10^6, vocab_size 10^9) fails naming the tensor instead of allocating.
+  for (let i = 0; i < config.nLayer; i++) {
+    if (!keyOf.has(`h.${i}.ln_1.weight`)) {
+      throw new CheckpointError(
+        `${stPath}: missing tensor ${prefix}h.${i}.ln_1.weight (config.json has n_layer ${config.nLayer})`,
+      );
+    }
+  }
+  const layout = gpt2Layout(config);
+  const wanted = new Map(layout);
+  const checkEntry = (key: string, shape: readonly number[], why: string) => {
+    const e = st.entries.get(key)!;
+    if (!sameShape(e.shape, shape)) {
+      throw new CheckpointError(
+        `${stPath}: ${label(key)} has shape [${e.shape}], expected [${shape}] ${why}`,
+      );
+    }
+    if (!FLOAT_DTYPES.has(e.dtype)) {
+      throw new CheckpointError(`${stPath}: ${label(key)} is ${e.dtype}; weights are F32, F16, BF16 or F64`);
+    }
+  };
+  for (const [name, shape] of layout) {
+    const key = keyOf.get(name);
+    if (!key) throw new CheckpointError(`${stPath}: missing tensor ${prefix}${name}`);
+    checkEntry(key, shape, "for this config.json");
+  }
+  const head = keyOf.get("lm_head.weight");
+  if (head) checkEntry(head, wanted.get("wte.weight")!, "(the tied head is wte.weight)");
+  const unused = [...keyOf].filter(([n]) => !wanted.has(n) && n !== "lm_head.weight").map(([, k]) =>
+    label(k)
+  );
+  if (unused.length) {
+    throw new CheckpointError(
+      `${stPath}: unexpected tensors ${
+        unused.slice(0, 5).join(", ")
+      } (not in the model config.json describes)`,
+    );
+  }
   const model = new GPT(gpu, config, { init: false });
   try {
-    const head = keyOf.get("lm_head.weight");
+    const params = model.namedParameters();
+    if (
+      params.length !== layout.length ||
+      params.some(([n, t], i) => n !== layout[i][0] || !sameShape(t.shape, layout[i][1]))
+    ) {
+      throw new Error("hf.ts: gpt2Layout is out of step with GPT.namedParameters()");
+    }
     let wte: Float32Array | null = null; // kept only for the tied-head check
-    for (const [name, t] of model.namedParameters()) {
-      const key = keyOf.get(name);
-      if (!key) {
-        throw new CheckpointError(
-          `${stPath}: missing tensor ${keyStyle === "transformer" ? "transformer." : ""}${name}`,
-        );
-      }
-      const e = st.entries.get(key)!;
-      if (e.shape.length !== t.shape.length || e.shape.some((d, i) => d !== t.shape[i])) {
-        throw new CheckpointError(
-          `${stPath}: ${key} has shape [${e.shape}], expected [${t.shape}] for this config`,
-        );
-      }
-      const data = st.getF32(key);
+    for (const [name, t] of params) {
+      const key = keyOf.get(name)!;
+      const data = finite(st.getF32(key), stPath, key);
       t.upload(data);
       if (head && name === "wte.weight") wte = data;
-      unused.delete(name);
     }
     if (head) {
       const lm = st.getF32(head);
-      if (lm.length !== wte!.length || lm.some((x, i) => x !== wte![i])) {
+      if (lm.some((x, i) => x !== wte![i])) {
         throw new CheckpointError(
           `${stPath}: lm_head.weight differs from wte.weight; only tied heads are supported`,
         );
       }
-      unused.delete("lm_head.weight");
-    }
-    if (unused.size) {
-      throw new CheckpointError(
-        `${stPath}: unexpected tensors ${[...unused].slice(0, 5).map((n) => keyOf.get(n)).join(", ")}`,
-      );
     }
   } catch (e) {
     model.dispose();
     throw e;
   }
   return { model, keyStyle };
+}
+
+/** `data`, when every value is finite; else an error naming the tensor and the first bad element. */
+function finite(data: Float32Array, path: string, key: string): Float32Array {
+  const at = data.findIndex((x) => !Number.isFinite(x));
+  if (at >= 0) throw new CheckpointError(`${path}: ${label(key)} holds ${data[at]} at element ${at}`);
+  return data;
 }
 
 /** Host copies of `params` (default: every parameter of `model`), by name (one GPU round trip). */

@@ -1,7 +1,9 @@
 /**
  * safetensors read/write: 8-byte little-endian header length, a JSON header mapping names to
  * {dtype, shape, data_offsets}, then the data. F32 is read and written; F16 and BF16 are read and
- * converted to f32. Malformed files are rejected naming the key and the offsets at fault.
+ * converted to f32. Malformed files are rejected with one line naming the file, the key and the
+ * offsets at fault. As the reference reader, the header is capped at 100 MB and tensors may not
+ * overlap; unlike it, gaps and trailing bytes in the data section are allowed.
  */
 
 /** Element types we know the size of. */
@@ -19,6 +21,9 @@ const DTYPE_BYTES: Record<SafeDType, number> = {
   U8: 1,
   BOOL: 1,
 };
+
+/** The reference implementation's cap on the JSON header, so a corrupt length cannot ask for more. */
+export const MAX_HEADER_BYTES = 100_000_000;
 
 /** One tensor's header entry. */
 export interface SafeEntry {
@@ -55,16 +60,26 @@ export class Safetensors {
     if (bytes.length < 8) throw fail(`file is ${bytes.length} bytes, shorter than the 8-byte header length`);
     const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
     const n = view.getBigUint64(0, true);
+    // Compared as BigInt: a corrupt length up to 2^64 − 1 is rejected before anything is sized by it.
     if (n > BigInt(bytes.length - 8)) {
       throw fail(`header length ${n} runs past the end of the file (${bytes.length} bytes)`);
     }
+    if (n > BigInt(MAX_HEADER_BYTES)) {
+      throw fail(`header length ${n} is over the ${MAX_HEADER_BYTES}-byte limit`);
+    }
+    if (n === 0n) throw fail("header length is 0; the header is a JSON object, at least {}");
     const headerLen = Number(n);
-    const text = new TextDecoder("utf-8", { fatal: true }).decode(bytes.subarray(8, 8 + headerLen));
+    let text: string;
+    try {
+      text = new TextDecoder("utf-8", { fatal: true }).decode(bytes.subarray(8, 8 + headerLen));
+    } catch {
+      throw fail("header is not valid UTF-8");
+    }
     let header: unknown;
     try {
       header = JSON.parse(text);
     } catch (e) {
-      throw fail(`header is not valid JSON (${(e as Error).message})`);
+      throw fail(`header is not valid JSON (${oneLine((e as Error).message)})`);
     }
     if (!header || typeof header !== "object" || Array.isArray(header)) {
       throw fail("header is not a JSON object");
@@ -74,47 +89,61 @@ export class Safetensors {
     this.metadata = {};
     for (const [name, raw] of Object.entries(header as Record<string, unknown>)) {
       if (name === "__metadata__") {
-        if (!raw || typeof raw !== "object") throw fail("__metadata__ is not an object");
+        if (!raw || typeof raw !== "object" || Array.isArray(raw)) {
+          throw fail("__metadata__ is not an object");
+        }
         for (const [k, v] of Object.entries(raw)) {
-          if (typeof v !== "string") throw fail(`__metadata__.${k} is not a string`);
+          if (typeof v !== "string") throw fail(`__metadata__.${label(k)} is not a string`);
           this.metadata[k] = v;
         }
         continue;
       }
       this.entries.set(name, this.#entry(name, raw));
     }
-    const sorted = [...this.entries].sort((a, b) => a[1].offsets[0] - b[1].offsets[0]);
+    // Empty tensors hold no bytes, so they overlap nothing wherever their offsets point.
+    const sorted = [...this.entries].filter(([, e]) => e.offsets[1] > e.offsets[0])
+      .sort((a, b) => a[1].offsets[0] - b[1].offsets[0]);
     for (let i = 1; i < sorted.length; i++) {
       const [pn, p] = sorted[i - 1];
       const [cn, c] = sorted[i];
       if (c.offsets[0] < p.offsets[1]) {
-        throw fail(`tensors ${pn} [${p.offsets}] and ${cn} [${c.offsets}] overlap`);
+        throw fail(`tensors ${label(pn)} [${p.offsets}] and ${label(cn)} [${c.offsets}] overlap`);
       }
     }
   }
 
   #entry(name: string, raw: unknown): SafeEntry {
-    const fail = (m: string) => new SafetensorsError(this.#where, `tensor ${name}: ${m}`);
-    if (!raw || typeof raw !== "object") throw fail("entry is not an object");
+    const fail = (m: string) => new SafetensorsError(this.#where, `tensor ${label(name)}: ${m}`);
+    if (!raw || typeof raw !== "object" || Array.isArray(raw)) throw fail("entry is not an object");
     const { dtype, shape, data_offsets } = raw as Record<string, unknown>;
-    if (typeof dtype !== "string" || !(dtype in DTYPE_BYTES)) {
-      throw fail(`unknown dtype ${JSON.stringify(dtype)}`);
+    if (typeof dtype !== "string" || !Object.hasOwn(DTYPE_BYTES, dtype)) {
+      throw fail(`unknown dtype ${describe(dtype)}`);
     }
-    if (!Array.isArray(shape) || shape.some((d) => !Number.isInteger(d) || d < 0)) {
-      throw fail(`shape ${JSON.stringify(shape)} is not a list of non-negative integers`);
+    if (
+      !Array.isArray(shape) || shape.some((d) => !Number.isSafeInteger(d) || d < 0)
+    ) {
+      throw fail(`shape ${describe(shape)} is not a list of non-negative integers below 2^53`);
     }
     if (
       !Array.isArray(data_offsets) || data_offsets.length !== 2 ||
-      data_offsets.some((o) => !Number.isInteger(o) || o < 0)
+      data_offsets.some((o) => !Number.isSafeInteger(o) || o < 0)
     ) {
-      throw fail(`data_offsets ${JSON.stringify(data_offsets)} is not a pair of non-negative integers`);
+      throw fail(`data_offsets ${describe(data_offsets)} is not a pair of non-negative integers below 2^53`);
     }
     const [begin, end] = data_offsets as [number, number];
     if (end < begin) throw fail(`data_offsets [${begin}, ${end}] end before they begin`);
     if (end > this.#data.length) {
       throw fail(`data_offsets [${begin}, ${end}] run past the data section (${this.#data.length} bytes)`);
     }
+    // The product is exact while it stays within 2^53; beyond that it cannot fit the file anyway.
     const want = shape.reduce((p: number, d: number) => p * d, 1) * DTYPE_BYTES[dtype as SafeDType];
+    if (want > this.#data.length) {
+      throw fail(
+        `shape ${
+          describe(shape)
+        } of ${dtype} needs ${want} bytes, more than the data section's ${this.#data.length}`,
+      );
+    }
     if (end - begin !== want) {
       throw fail(
         `shape [${shape}] of ${dtype} needs ${want} bytes but data_offsets [${begin}, ${end}] hold ${
@@ -133,7 +162,7 @@ export class Safetensors {
   /** The values of `name` as f32 (F32 copied, F16/BF16/F64 converted); throws for other dtypes. */
   getF32(name: string): Float32Array {
     const e = this.entries.get(name);
-    if (!e) throw new SafetensorsError(this.#where, `no tensor named ${name}`);
+    if (!e) throw new SafetensorsError(this.#where, `no tensor named ${label(name)}`);
     const raw = this.#data.slice(e.offsets[0], e.offsets[1]);
     const dv = new DataView(raw.buffer);
     const n = raw.length / DTYPE_BYTES[e.dtype];
@@ -154,9 +183,40 @@ export class Safetensors {
         return out;
       }
       default:
-        throw new SafetensorsError(this.#where, `tensor ${name}: dtype ${e.dtype} cannot be read as f32`);
+        throw new SafetensorsError(
+          this.#where,
+          `tensor ${label(name)}: dtype ${e.dtype} cannot be read as f32`,
+        );
     }
   }
+}
+
+/** `message` on one line: runs of whitespace (newlines included) become one space. */
+export function oneLine(message: string): string {
+  return message.replace(/\s+/g, " ").trim();
+}
+
+/** A value from a file for an error message: JSON, on one line, cut to about `max` characters. */
+export function describe(value: unknown, max = 60): string {
+  // Numbers as JavaScript prints them: JSON would print an overflowed 1e999 as null.
+  const s = typeof value === "number" ? String(value) : escapeBreaks(JSON.stringify(value) ?? String(value));
+  return s.length > max ? `${s.slice(0, max)}…` : s;
+}
+
+/** A key from a file for an error message: as is when plain, else quoted and escaped; cut when long. */
+export function label(key: string, max = 120): string {
+  // deno-lint-ignore no-control-regex
+  const plain = key.length > 0 && !/[\u0000-\u001f\u007f-\u009f\u2028\u2029"]/.test(key);
+  const s = plain ? key : escapeBreaks(JSON.stringify(key));
+  return s.length > max ? `${s.slice(0, max)}…` : s;
+}
+
+// JSON.stringify escapes \n and the other C0 controls, but leaves these, which some terminals break on.
+function escapeBreaks(json: string): string {
+  return json.replace(
+    /[\u007f-\u009f\u2028\u2029]/g,
+    (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`,
+  );
 }
 
 /** IEEE half → f32. */
@@ -224,5 +284,11 @@ export async function writeFileAtomic(path: string, bytes: Uint8Array | string):
 
 /** Reads and parses a .safetensors file. */
 export async function readSafetensorsFile(path: string): Promise<Safetensors> {
-  return new Safetensors(await Deno.readFile(path), path);
+  let bytes: Uint8Array;
+  try {
+    bytes = await Deno.readFile(path);
+  } catch (e) {
+    throw new SafetensorsError(path, `cannot read (${oneLine((e as Error).message)})`);
+  }
+  return new Safetensors(bytes, path);
 }

@@ -2,7 +2,8 @@
  * LoRA as Hugging Face PEFT defines it for GPT-2's Conv1D layers (fan_in_fan_out): the frozen base
  * y = x·W + b plus scaling · dropout(x)·Aᵀ·Bᵀ, with A [r, in] ~ kaiming-uniform(a = √5) (that is
  * U(−1/√in, 1/√in)), B [out, r] = 0, scaling alpha/r (rsLoRA: alpha/√r), dropout on the adapter's
- * input only. Merging adds scaling·(B·A)ᵀ to W (stored [in, out]).
+ * input only and only in training mode (off under `evalMode`, as after PyTorch's `model.eval()`).
+ * Merging adds scaling·(B·A)ᵀ to W (stored [in, out]).
  */
 import { noGrad } from "../autograd.ts";
 import { dropout } from "../ops/dropout.ts";
@@ -41,7 +42,10 @@ export class LoRALinear implements LinearLike {
   readonly #rng: Rng;
   #merged = false;
 
-  /** Wraps `base` (whose parameters are frozen); A is drawn from `rng`, which also draws dropout masks. */
+  /**
+   * Wraps `base` (whose parameters are frozen); A is drawn from `rng`, which also draws the dropout
+   * masks of training-mode forwards.
+   */
   constructor(base: Linear, config: LoraConfig, rng: Rng, name: string) {
     const { rank: r, alpha } = config;
     if (!Number.isInteger(r) || r < 1) throw new Error(`LoRA: rank ${r} must be a positive integer`);
@@ -74,7 +78,7 @@ export class LoRALinear implements LinearLike {
     return this.#merged;
   }
 
-  /** x·W + b + scaling·dropout(x)·Aᵀ·Bᵀ (just the base once merged). */
+  /** x·W + b + scaling·dropout(x)·Aᵀ·Bᵀ (dropout only in training mode; just the base once merged). */
   forward(x: Tensor): Tensor {
     const y = this.base.forward(x);
     if (this.#merged) return y;

@@ -29,8 +29,8 @@ export interface ParamState {
   m: Tensor | null;
   /** Second moment. */
   v: Tensor | null;
-  /** Host copies while offloaded. */
-  host: { m: Float32Array; v: Float32Array } | null;
+  /** Host copies while offloaded, with the parameter's shape. */
+  host: { m: Float32Array; v: Float32Array; shape: readonly number[] } | null;
   /** Updates applied so far (for bias correction). */
   step: number;
 }
@@ -155,15 +155,31 @@ export class AdamW {
     if (onGpu.length) await this.gpu.submit();
     for (let i = 0; i < onGpu.length; i++) {
       const s = onGpu[i];
-      s.host = { m: (await reads[i][0]) as Float32Array, v: (await reads[i][1]) as Float32Array };
+      s.host = {
+        m: (await reads[i][0]) as Float32Array,
+        v: (await reads[i][1]) as Float32Array,
+        shape: s.m!.shape,
+      };
       s.m!.dispose();
       s.v!.dispose();
       s.m = s.v = null;
     }
   }
 
-  /** Host copies of every parameter's state (one GPU round trip), for checkpoints. */
-  async snapshot(): Promise<{ name: string; step: number; m: Float32Array; v: Float32Array }[]> {
+  /**
+   * Host copies of every parameter's state (one GPU round trip), for checkpoints; `offloaded`
+   * says the state was in host memory (LISA's `offload` policy) rather than on the GPU.
+   */
+  async snapshot(): Promise<
+    {
+      name: string;
+      step: number;
+      shape: readonly number[];
+      m: Float32Array;
+      v: Float32Array;
+      offloaded: boolean;
+    }[]
+  > {
     const entries = [...this.#state];
     const reads = entries.map(([, s]) => (s.m && s.v ? [s.m.read(), s.v.read()] : null));
     await this.gpu.submit();
@@ -174,15 +190,35 @@ export class AdamW {
       const [m, v] = r
         ? [(await r[0]) as Float32Array, (await r[1]) as Float32Array]
         : [s.host!.m, s.host!.v];
-      out.push({ name, step: s.step, m, v });
+      out.push({ name, step: s.step, shape: r ? s.m!.shape : s.host!.shape, m, v, offloaded: !r });
     }
     return out;
   }
 
-  /** Restores one parameter's state from a {@link snapshot} (onto the GPU). */
-  load(name: string, shape: readonly number[], step: number, m: Float32Array, v: Float32Array): void {
+  /**
+   * Restores one parameter's state from a {@link snapshot}: onto the GPU, or kept in host memory
+   * when `offloaded` (it moves to the GPU on the parameter's next update, as after {@link offload}).
+   */
+  load(
+    name: string,
+    shape: readonly number[],
+    step: number,
+    m: Float32Array,
+    v: Float32Array,
+    offloaded = false,
+  ): void {
+    const size = shape.reduce((a, b) => a * b, 1);
+    if (m.length !== size || v.length !== size || !Number.isInteger(step) || step < 0) {
+      throw new Error(
+        `AdamW: state of ${name} has ${m.length}/${v.length} values and step ${step}; expected ${size} values of [${shape}]`,
+      );
+    }
     this.release(name);
-    this.#state.set(name, { ...this.#upload(name, shape, m, v), host: null, step });
+    if (offloaded) {
+      this.#state.set(name, { m: null, v: null, host: { m, v, shape }, step });
+    } else {
+      this.#state.set(name, { ...this.#upload(name, shape, m, v), host: null, step });
+    }
   }
 
   /** Bytes of optimizer state on the GPU (moments only). */

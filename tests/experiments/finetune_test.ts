@@ -44,9 +44,12 @@ gpuTest("finetune writes each method's outputs and metrics.json in the documente
     }
     deepEqual(Object.keys(j.peak).sort(), ["total", ...CATEGORIES].sort());
     equal(j.peak.total, m.peak.total);
-    ok(
-      j.peak.total >= Math.max(...j.steps.map((s: { memory: Record<string, number> }) => s.memory.weights)),
-    );
+    for (const c of CATEGORIES) {
+      const steps = j.steps as { memory: Record<string, number> }[];
+      equal(j.peak[c], Math.max(...steps.map((s) => s.memory[c])), `peak ${c} is the largest step's`);
+    }
+    const lines = (await Deno.readTextFile(`${out}/steps.jsonl`)).trim().split("\n").map((l) => JSON.parse(l));
+    deepEqual(lines, j.steps, "steps.jsonl holds the same steps as metrics.json");
     ok(Number.isFinite(j.finalValLoss));
     if (method === "lisa") {
       equal(j.steps[0].activeLayers.length, 1);
@@ -55,11 +58,17 @@ gpuTest("finetune writes each method's outputs and metrics.json in the documente
     } else deepEqual(j.steps[0].activeLayers, [0, 1]);
     const files = [...Deno.readDirSync(out)].map((e) => e.name).sort();
     if (method === "lora") {
-      deepEqual(files, ["adapter_config.json", "adapter_model.safetensors", "merged", "metrics.json"]);
+      deepEqual(files, [
+        "adapter_config.json",
+        "adapter_model.safetensors",
+        "merged",
+        "metrics.json",
+        "steps.jsonl",
+      ]);
       const { keyStyle } = await loadGPT2(gpu, `${out}/merged`).then((r) => (r.model.dispose(), r));
       equal(keyStyle, "transformer", "merged weights keep the input's key style");
     } else {
-      deepEqual(files, ["config.json", "metrics.json", "model.safetensors"]);
+      deepEqual(files, ["config.json", "metrics.json", "model.safetensors", "steps.jsonl"]);
       const { keyStyle } = await loadGPT2(gpu, out).then((r) => (r.model.dispose(), r));
       equal(keyStyle, "transformer");
     }
@@ -101,7 +110,7 @@ Deno.test("finetune flags: required ones, methods, policies and numbers are chec
   );
   throws(
     () => parseFinetuneArgs([...base, "--method", "full", "--batch-size", "2.5"]),
-    /--batch-size 2.5: expected a non-negative integer/,
+    /--batch-size 2.5: expected a positive integer/,
   );
   throws(() => parseFinetuneArgs(["--method", "full"]), /--model is required/);
 });

@@ -5,7 +5,7 @@ import { train, TrainingDivergedError } from "../../core/finetune/trainer.ts";
 import { GPT } from "../../core/nn/gpt.ts";
 import { AdamW } from "../../core/optim/adamw.ts";
 import { makeSchedule } from "../../core/optim/schedule.ts";
-import type { Gpu } from "../../core/gpu.ts";
+import { type Gpu, GpuLostError, requestGpu } from "../../core/gpu.ts";
 import { gpuTest } from "../helpers.ts";
 
 const CONFIG = { vocabSize: 32, blockSize: 16, nLayer: 1, nHead: 2, nEmbd: 16 };
@@ -92,4 +92,36 @@ gpuTest(
 
 gpuTest("a readEvery that is not a whole number ≥ 1 is refused", async (gpu) => {
   await rejects(lossesReadEvery(gpu, 0, 2), /readEvery must be a whole number ≥ 1, got 0/);
+});
+
+Deno.test({
+  name: "a device lost mid-run stops training with GpuLostError naming the step and the last checkpoint",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  fn: async () => {
+    const gpu = await requestGpu(); // its own device: this test loses it
+    const model = new GPT(gpu, CONFIG, { seed: 1 });
+    const batcher = new StreamBatcher(Uint32Array.from({ length: 500 }, (_, i) => i % 32), 2, 8, 1);
+    await rejects(
+      train({
+        model,
+        method: new FullMethod(model),
+        optimizer: new AdamW(gpu),
+        nextBatch: () => batcher.next(),
+        schedule: makeSchedule({ kind: "constant", lr: 1e-3 }),
+        steps: 10,
+        readEvery: 1,
+        checkpointEvery: 2,
+        checkpoint: (step) => Promise.resolve(`ckpt-${step}`),
+        onStep: (r) => {
+          if (r.step === 4) gpu.device.destroy();
+        },
+      }),
+      (e: Error) => {
+        ok(e instanceof GpuLostError, `${e.name}: ${e.message}`);
+        ok(/during step \d+; last checkpoint: ckpt-4 \(after step 4\)\)$/.test(e.message), e.message);
+        return true;
+      },
+    );
+  },
 });
