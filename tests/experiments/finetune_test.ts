@@ -48,7 +48,9 @@ gpuTest("finetune writes each method's outputs and metrics.json in the documente
       const steps = j.steps as { memory: Record<string, number> }[];
       equal(j.peak[c], Math.max(...steps.map((s) => s.memory[c])), `peak ${c} is the largest step's`);
     }
-    const lines = (await Deno.readTextFile(`${out}/steps.jsonl`)).trim().split("\n").map((l) => JSON.parse(l));
+    const lines = (await Deno.readTextFile(`${out}/steps.jsonl`)).trim().split("\n").map((l) =>
+      JSON.parse(l)
+    );
     deepEqual(lines, j.steps, "steps.jsonl holds the same steps as metrics.json");
     ok(Number.isFinite(j.finalValLoss));
     if (method === "lisa") {
