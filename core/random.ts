@@ -32,7 +32,7 @@ export class Rng {
   /** A generator resumed from `state`. */
   static fromState(state: RngState): Rng {
     const r = new Rng(0);
-    r.#s = [...state] as RngState;
+    r.setState(state);
     return r;
   }
 
@@ -43,7 +43,9 @@ export class Rng {
 
   /** Continues from `state` in place (holders of this generator follow), e.g. after a resume. */
   setState(state: RngState): void {
-    if (!Array.isArray(state) || state.length !== 4 || !state.every((w) => Number.isInteger(w))) {
+    const word = (w: unknown) =>
+      Number.isInteger(w) && (w as number) >= -(2 ** 31) && (w as number) < 2 ** 32;
+    if (!Array.isArray(state) || state.length !== 4 || !state.every(word) || state.every((w) => w === 0)) {
       throw new Error(`Rng: state must be four 32-bit integers, got ${JSON.stringify(state)}`);
     }
     this.#s = state.map((w) => w >>> 0) as RngState;

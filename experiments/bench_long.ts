@@ -40,16 +40,21 @@ const SETTINGS: Record<MethodName, Omit<MethodSettings, "seed">> = {
   lisa: { method: "lisa", gamma: 1, period: 2, state: "reset" },
 };
 
-/** A quantity at the start of the run, at its end, and its largest sample. */
+/** A quantity at the start of the run, at its end, and its largest sample, in bytes. */
 export interface Track {
+  /** At the first sample (bytes). */
   start: number;
+  /** At the last sample (bytes). */
   end: number;
+  /** Largest sample (bytes). */
   max: number;
 }
 
 /** One method's long run. */
 export interface LongRun {
+  /** Which method trained. */
   method: MethodName;
+  /** Steps run. */
   steps: number;
   /** Live GPU bytes (framework accounting). */
   live: Track;

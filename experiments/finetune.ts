@@ -28,7 +28,12 @@ import type { FinetuneMethod } from "../core/finetune/method.ts";
 import { makeMethod, type MethodName, METHODS, type MethodSettings } from "../core/finetune/methods.ts";
 import { type EvalRecord, msPerStep, type StepRecord, train } from "../core/finetune/trainer.ts";
 import { type Gpu, requestGpu } from "../core/gpu.ts";
-import { findCheckpoint, loadTrainerState, saveCheckpoint } from "../core/io/checkpoint.ts";
+import {
+  checkOptimizerFits,
+  findCheckpoint,
+  loadTrainerState,
+  saveCheckpoint,
+} from "../core/io/checkpoint.ts";
 import { CheckpointError, type KeyStyle, loadGPT2, saveGPT2 } from "../core/io/hf.ts";
 import { writeFileAtomic } from "../core/io/safetensors.ts";
 import type { CategoryBytes } from "../core/memory.ts";
@@ -178,11 +183,25 @@ async function finetuneWith(
     if (differ.length) {
       const k = differ[0];
       throw new FlagError(
-        `--resume: the checkpoint was made with ${k} = ${JSON.stringify(extra.config[k])}, not ${
-          JSON.stringify(now[k])
-        }${
+        `--resume: the checkpoint in ${resumeFrom} was made with ${k} = ${
+          JSON.stringify(extra.config[k])
+        }, not ${JSON.stringify(now[k])}${
           differ.length > 1 ? ` (also differ: ${differ.slice(1).join(", ")})` : ""
         }; resume with the same settings`,
+      );
+    }
+    const h = extra.history;
+    if (
+      h.length < state.step ||
+      h.slice(0, state.step).some((r, i) => r?.step !== i || !Number.isFinite(r.loss))
+    ) {
+      throw new CheckpointError(
+        `${resumeFrom}/trainer.json: extra.history does not hold steps 0–${state.step - 1}`,
+      );
+    }
+    if (state.step > o.steps) {
+      throw new CheckpointError(
+        `${resumeFrom}/trainer.json: step ${state.step} is beyond --steps ${o.steps}`,
       );
     }
     resumed = { step: state.step, batcher: state.batcher, method: state.method, extra };
@@ -219,10 +238,15 @@ async function finetuneWith(
   const history: StepRecord[] = resumed ? resumed.extra.history.slice(0, startStep) : [];
   const evalRecords: EvalRecord[] = resumed ? [...resumed.extra.evals] : [];
   if (resumed) {
-    if (batcher instanceof StreamBatcher) batcher.restore(resumed.batcher as StreamBatcherState);
-    else batcher.restore(resumed.batcher as ExampleBatcherState);
-    method.restore(resumed.method);
+    try {
+      if (batcher instanceof StreamBatcher) batcher.restore(resumed.batcher as StreamBatcherState);
+      else batcher.restore(resumed.batcher as ExampleBatcherState);
+      method.restore(resumed.method);
+    } catch (e) {
+      throw new CheckpointError(`${resumeFrom}/trainer.json: ${(e as Error).message.split("\n")[0]}`);
+    }
     if (method instanceof LoraMethod) await method.importPeft(resumeFrom!);
+    checkOptimizerFits(resumeFrom!, optimizer, model.namedParameters());
     log(`finetune: resumed from ${resumeFrom} after step ${startStep}`);
   }
   const schedule = o.schedule === "constant"

@@ -13,7 +13,12 @@ import { tokenizerFor } from "../core/data/tokenizer.ts";
 import { evaluate } from "../core/evaluate.ts";
 import { FullMethod } from "../core/finetune/full.ts";
 import { type EvalRecord, msPerStep, type StepRecord, train } from "../core/finetune/trainer.ts";
-import { findCheckpoint, loadTrainerState, saveCheckpoint } from "../core/io/checkpoint.ts";
+import {
+  checkOptimizerFits,
+  findCheckpoint,
+  loadTrainerState,
+  saveCheckpoint,
+} from "../core/io/checkpoint.ts";
 import { CheckpointError, loadGPT2, saveGPT2 } from "../core/io/hf.ts";
 import { writeFileAtomic } from "../core/io/safetensors.ts";
 import { GPT } from "../core/nn/gpt.ts";
@@ -90,17 +95,34 @@ export async function pretrain(o: PretrainOptions): Promise<PretrainResult> {
     const dir = await findCheckpoint(ckptDir);
     if (!dir) throw new CheckpointError(`--resume: no checkpoint in ${ckptDir}`);
     const state = await loadTrainerState(dir, optimizer);
-    const { preset, seed } = state.extra;
+    const { preset, seed, history: h, evals } = state.extra as {
+      preset?: string;
+      seed?: number;
+      history?: StepRecord[];
+      evals?: EvalRecord[];
+    };
+    if (!Array.isArray(h) || h.length < state.step || h.slice(0, state.step).some((r, i) => r?.step !== i)) {
+      throw new CheckpointError(`${dir}/trainer.json: extra.history does not hold steps 0–${state.step - 1}`);
+    }
+    if (!Array.isArray(evals)) throw new CheckpointError(`${dir}/trainer.json: extra.evals is not a list`);
+    if (state.step > o.steps) {
+      throw new CheckpointError(`${dir}/trainer.json: step ${state.step} is beyond --steps ${o.steps}`);
+    }
     if (preset !== p.name || seed !== o.seed) {
       throw new FlagError(
         `--resume: ${dir} is preset ${preset} seed ${seed}, not preset ${p.name} seed ${o.seed}`,
       );
     }
     model = (await loadGPT2(gpu, dir)).model;
+    checkOptimizerFits(dir, optimizer, model.namedParameters());
     startStep = state.step;
-    batcher.restore(state.batcher as StreamBatcherState);
-    history = ((state.extra.history as StepRecord[]) ?? []).slice(0, startStep);
-    evalHistory = (state.extra.evals as EvalRecord[]) ?? [];
+    try {
+      batcher.restore(state.batcher as StreamBatcherState);
+    } catch (e) {
+      throw new CheckpointError(`${dir}/trainer.json: ${(e as Error).message.split("\n")[0]}`);
+    }
+    history = h.slice(0, startStep);
+    evalHistory = evals;
     log(`pretrain: resumed from ${dir} after step ${startStep}`);
   } else {
     model = new GPT(gpu, p.model, { seed: o.seed });

@@ -120,7 +120,7 @@ export class StreamBatcher {
 
   /** Continues from `state`: the next batches are those that followed when it was taken. */
   restore(state: StreamBatcherState): void {
-    if (state.kind !== "stream" || state.tokens !== this.tokens.length) {
+    if (state?.kind !== "stream" || state.tokens !== this.tokens.length) {
       throw new Error(
         `cannot restore a batcher state for ${
           describeState(state)
@@ -208,10 +208,17 @@ export class ExampleBatcher {
 
   /** Continues from `state`: the next batches are those that followed when it was taken. */
   restore(state: ExampleBatcherState): void {
-    if (state.kind !== "examples" || state.examples !== this.examples.length) {
+    if (state?.kind !== "examples" || state.examples !== this.examples.length) {
       throw new Error(
         `cannot restore a batcher state for ${describeState(state)} onto ${this.examples.length} examples`,
       );
+    }
+    const n = this.examples.length;
+    if (!Number.isSafeInteger(state.epoch) || state.epoch < 0) {
+      throw new Error(`batcher state: epoch ${state.epoch} is not a whole number`);
+    }
+    if (!Number.isInteger(state.position) || state.position < 0 || state.position > n) {
+      throw new Error(`batcher state: position ${state.position} is not in [0, ${n}]`);
     }
     this.#rng = Rng.fromState(state.rng);
     this.#shuffle();
@@ -324,5 +331,6 @@ function checkSizes(batchSize: number, blockSize: number): void {
 }
 
 function describeState(state: StreamBatcherState | ExampleBatcherState): string {
+  if (typeof state !== "object" || state === null) return `no batcher state (${JSON.stringify(state)})`;
   return state.kind === "stream" ? `a stream of ${state.tokens} tokens` : `${state.examples} examples`;
 }

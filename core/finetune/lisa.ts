@@ -142,6 +142,16 @@ export class LisaMethod implements FinetuneMethod {
   restore(state: unknown): void {
     const s = state as LisaState;
     if (!s || !Array.isArray(s.active) || !Array.isArray(s.rng)) throw new Error("LISA: not a LISA state");
+    const n = this.#blocks.length;
+    const ok = s.active.length === this.gamma && new Set(s.active).size === this.gamma &&
+      s.active.every((i) => Number.isInteger(i) && i >= 0 && i < n && this.#weights[i] > 0);
+    if (!ok) {
+      throw new Error(
+        `LISA: active blocks ${
+          JSON.stringify(s.active)
+        } are not ${this.gamma} distinct blocks of ${n} that can be drawn`,
+      );
+    }
     this.#rng = Rng.fromState(s.rng);
     for (const [, p] of this.#blocks.flat()) p.requiresGrad = false;
     for (const i of s.active) for (const [, p] of this.#blocks[i]) p.requiresGrad = true;

@@ -7,6 +7,7 @@
  * either the old checkpoint or the new one, which {@link findCheckpoint} puts back in place.
  */
 import type { AdamW } from "../optim/adamw.ts";
+import type { Tensor } from "../tensor.ts";
 import { CheckpointError } from "./hf.ts";
 import { encodeSafetensors, type F32Tensor, readSafetensorsFile } from "./safetensors.ts";
 
@@ -140,24 +141,58 @@ export async function loadTrainerState(dir: string, optimizer: AdamW): Promise<T
   if (typeof state.extra !== "object" || state.extra === null) throw fail("extra is missing");
   const offloaded = new Set(Array.isArray(state.offloaded) ? state.offloaded : []);
   const names = Object.entries(state.optimizerSteps);
+  const odd = names.find(([n]) => !/^[A-Za-z0-9_.]{1,200}$/.test(n));
+  if (odd) {
+    throw fail(
+      `optimizerSteps has a parameter name that no model has: ${JSON.stringify(odd[0]).slice(0, 80)}`,
+    );
+  }
   if (names.length === 0) return state;
   const optPath = `${dir}/optimizer.safetensors`;
   const st = await readSafetensorsFile(optPath);
   for (const [name, step] of names) {
     const m = st.entries.get(`${name}.exp_avg`), v = st.entries.get(`${name}.exp_avg_sq`);
     if (!m || !v) throw new CheckpointError(`${optPath}: no state for ${name}`);
+    const [mv, vv] = [st.getF32(`${name}.exp_avg`), st.getF32(`${name}.exp_avg_sq`)];
+    // Moments that are not finite (v also ≥ 0) would turn the next update into NaN weights.
+    const bad = mv.findIndex((x) => !Number.isFinite(x));
+    const badV = vv.findIndex((x) => !(x >= 0 && x < Infinity));
+    if (bad >= 0 || badV >= 0) {
+      const [which, i, x] = bad >= 0 ? ["exp_avg", bad, mv[bad]] : ["exp_avg_sq", badV, vv[badV]];
+      throw new CheckpointError(`${optPath}: ${name}.${which} holds ${x} at element ${i}`);
+    }
+    if (!Number.isSafeInteger(step) || step < 1) {
+      throw new CheckpointError(`${path}: optimizerSteps.${name} is ${step}, expected a whole number ≥ 1`);
+    }
     try {
-      optimizer.load(
-        name,
-        m.shape,
-        step,
-        st.getF32(`${name}.exp_avg`),
-        st.getF32(`${name}.exp_avg_sq`),
-        offloaded.has(name),
-      );
+      optimizer.load(name, m.shape, step, mv, vv, offloaded.has(name));
     } catch (e) {
       throw new CheckpointError(`${optPath}: ${(e as Error).message}`);
     }
   }
   return state;
+}
+
+/**
+ * Checks that every optimizer state restored from the checkpoint in `dir` belongs to one of
+ * `params` and has its shape, so a checkpoint of another model cannot be resumed onto this one.
+ */
+export function checkOptimizerFits(dir: string, optimizer: AdamW, params: [string, Tensor][]): void {
+  const shapes = new Map(params.map(([n, t]) => [n, t.shape.join(",")]));
+  for (const name of optimizer.names()) {
+    const s = optimizer.state(name)!;
+    const shape = (s.m?.shape ?? s.host?.shape ?? []).join(",");
+    if (!shapes.has(name)) {
+      throw new CheckpointError(
+        `${dir}/optimizer.safetensors: state for ${name}, which the model does not have`,
+      );
+    }
+    if (shapes.get(name) !== shape) {
+      throw new CheckpointError(
+        `${dir}/optimizer.safetensors: state of ${name} has shape [${shape}], the parameter [${
+          shapes.get(name)
+        }]`,
+      );
+    }
+  }
 }

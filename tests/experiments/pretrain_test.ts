@@ -1,14 +1,12 @@
 /** pretrain and eval as a user runs them: separate processes, files on disk. */
 import { deepEqual, equal, ok } from "node:assert/strict";
-import { runChild } from "../../experiments/child.ts";
-import { cacheTempDir } from "../helpers.ts";
+import { runTask } from "../helpers.ts";
 
-const FLAGS = ["--allow-read=.", "--allow-write=.", "--allow-env=DENO_WEBGPU_BACKEND,LISA_KERNELS"];
-
+/** Runs a CLI as its task does (deno.json's permissions); its last stdout line. */
 async function run(script: string, args: string[]): Promise<string> {
-  const out = await runChild("deno", ["run", ...FLAGS, script, ...args]);
-  if ("error" in out) throw new Error(`${script}: ${out.error}`);
-  if (!out.ok) throw new Error(`${script} ${args.join(" ")} failed:\n${out.stderr}`);
+  const task = script.includes("pretrain") ? "pretrain" : "eval";
+  const out = await runTask(task, script, args);
+  if (out.code !== 0) throw new Error(`${script} ${args.join(" ")} failed:\n${out.stderr}`);
   return out.stdout.split("\n").at(-1)!;
 }
 
@@ -26,7 +24,7 @@ Deno.test({
   sanitizeOps: false,
   sanitizeResources: false,
   fn: async () => {
-    const root = await cacheTempDir("pretrain-test-");
+    const root = await Deno.makeTempDir({ prefix: "lisa-pretrain-" }); // outside the project, as a user's folders are
     const common = ["--preset", "tiny", "--steps", "20", "--quiet"];
     const whole = JSON.parse(await run("experiments/pretrain.ts", [...common, "--out", `${root}/whole`]));
     await run("experiments/pretrain.ts", [...common, "--stop-after", "10", "--out", `${root}/parts`]);
