@@ -64,7 +64,9 @@ export {
 export {
   backward,
   clearTape,
+  evalMode,
   isGradEnabled,
+  isTraining,
   needsGrad,
   noGrad,
   record,

@@ -68,7 +68,9 @@ async function runKilled(
     while (!exited && (await checkpointStep(ckpt)) < kill.step) await tick();
     if (kill.inWrite) { while (!exited && !(await inFlight(ckpt))) await tick(); }
     await new Promise((r) => setTimeout(r, kill.ms));
-    if (!exited) child.kill("SIGKILL");
+    try {
+      child.kill("SIGKILL");
+    } catch { /* it ended first: its status says how */ }
   }
   const s = await status;
   if (s.signal === "SIGKILL") return "killed";
