@@ -307,7 +307,7 @@ export async function experiment(o: ExperimentOptions): Promise<{ dir: string; r
     sweep,
     lrs,
     skew,
-    claims: checkClaims(runs, skew),
+    claims: checkClaims(runs, skew, `${env.adapter} (${env.kernels} kernels)`),
     ablations,
     verified,
     seconds: (performance.now() - t0) / 1000,

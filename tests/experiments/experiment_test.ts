@@ -52,6 +52,14 @@ Deno.test({
     equal(r.weightNormSkew.full.length, 2 + 2, "embedding, 2 blocks, head");
     equal(r.weightNormSkew.lora[0].updateNorm, 0, "LoRA's embedding does not train");
     ok(r.lrSweep.length >= 6 && r.claims.length >= 5);
+    const speed = r.claims.find((c: { claim: string }) => c.claim.startsWith("LISA's steps are faster"));
+    ok(speed && speed.evidence.includes(r.env.adapter), "the speed claim names the adapter");
+    const ms = (k: string) => Math.round(r.methods[k].msPerStep);
+    ok(
+      speed.evidence.startsWith(
+        `ms/step ${ms("lisa")} (LISA E+H+2L), ${ms("lora")} (LoRA r=8), ${ms("full")}`,
+      ),
+    );
     const report = await Deno.readTextFile(`${out}/report.md`);
     for (
       const h of [
