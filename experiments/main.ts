@@ -193,15 +193,15 @@ export async function experiment(o: ExperimentOptions): Promise<{ dir: string; r
   };
   log(`experiment: about ${total} fine-tuning runs`);
 
-  // Learning rate per family: short runs on the definitions task, best validation loss.
+  // Learning rate per family: short runs on the definitions task, best loss on its dev split (never test).
   const sweep: SweepPoint[] = [];
   for (const family of families) {
     for (const lr of x.lrs[family]) {
       const r = await run(
-        { ...common, task: definitions, spec: spec(family), lr, steps: x.sweepSteps },
+        { ...common, task: definitions, split: "dev", spec: spec(family), lr, steps: x.sweepSteps },
         `sweep ${family} lr ${lr}`,
       );
-      sweep.push({ family, lr, evalLoss: r.evalLoss });
+      sweep.push({ family, lr, devLoss: r.evalLoss });
     }
   }
   const lrs = pickLearningRates(sweep);
@@ -216,6 +216,7 @@ export async function experiment(o: ExperimentOptions): Promise<{ dir: string; r
       const r: RunSpec = {
         ...common,
         task,
+        split: "test",
         spec: s,
         lr: lrOf(s),
         steps: x.steps,
@@ -230,7 +231,15 @@ export async function experiment(o: ExperimentOptions): Promise<{ dir: string; r
   const policies: Record<string, RunResult> = {};
   for (const state of ["keep", "offload"] as const) {
     policies[`lisa_${state}`] = await run(
-      { ...common, task: definitions, spec: spec("lisa"), lr: lrs.lisa, steps: x.steps, state },
+      {
+        ...common,
+        task: definitions,
+        split: "test",
+        spec: spec("lisa"),
+        lr: lrs.lisa,
+        steps: x.steps,
+        state,
+      },
       `LISA E+H+2L (${state}) on definitions`,
     );
   }
@@ -267,6 +276,7 @@ export async function experiment(o: ExperimentOptions): Promise<{ dir: string; r
           seed: sd,
           period,
           task: definitions,
+          split: "test",
           spec: s,
           lr: lrOf(s),
           steps: x.steps,
@@ -277,6 +287,7 @@ export async function experiment(o: ExperimentOptions): Promise<{ dir: string; r
             seed: sd,
             period,
             task: arithmetic,
+            split: "test",
             spec: s,
             lr: lrOf(s),
             steps: x.steps,
@@ -304,6 +315,9 @@ export async function experiment(o: ExperimentOptions): Promise<{ dir: string; r
     specs,
     runs,
     policies,
+    splits: Object.fromEntries(
+      tasks.map((t) => [t.name, { train: t.train.length, dev: t.dev.length, test: t.test.length }]),
+    ),
     sweep,
     lrs,
     skew,
@@ -322,6 +336,7 @@ export async function experiment(o: ExperimentOptions): Promise<{ dir: string; r
 export function runId(r: RunSpec): string {
   const parts = [
     r.task.name,
+    r.split,
     r.spec.key,
     `gamma ${r.spec.gamma ?? "-"}`,
     `rank ${r.spec.rank ?? "-"}`,

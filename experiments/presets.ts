@@ -33,7 +33,7 @@ export interface Preset {
 /** The experiment's fine-tuning settings, the same for every method. */
 export interface ExperimentSettings {
   /** Examples per task (training, held out). */
-  tasks: { train: number; val: number };
+  tasks: { train: number; dev: number; test: number };
   /** Longest WordNet definition kept (characters), so prompt + response fit the block. */
   maxDefinitionChars: number;
   blockSize: number;
@@ -43,7 +43,7 @@ export interface ExperimentSettings {
   sweepSteps: number;
   /** LISA's K. */
   period: number;
-  /** Learning rates swept per method family (picked by validation loss on the definitions task). */
+  /** Learning rates swept per method family (picked by dev loss on the definitions task). */
   lrs: { full: number[]; lora: number[]; lisa: number[] };
   /** `--ablations`: LISA γ and K values and seeds, each against LoRA r = 8 with the same seeds. */
   ablation: { gammas: number[]; periods: number[]; seeds: number[] };
@@ -64,7 +64,7 @@ export const PRESETS: Record<string, Preset> = {
     evalBatches: 4,
     valTokens: 4096,
     experiment: {
-      tasks: { train: 48, val: 16 },
+      tasks: { train: 48, dev: 16, test: 16 },
       maxDefinitionChars: 40,
       blockSize: 72,
       batchSize: 4,
@@ -88,7 +88,7 @@ export const PRESETS: Record<string, Preset> = {
     evalBatches: 8,
     valTokens: 32768,
     experiment: {
-      tasks: { train: 400, val: 64 },
+      tasks: { train: 400, dev: 64, test: 64 },
       maxDefinitionChars: 40,
       blockSize: 72,
       batchSize: 8,
@@ -111,7 +111,7 @@ export const PRESETS: Record<string, Preset> = {
     evalBatches: 20,
     valTokens: 262144,
     experiment: {
-      tasks: { train: 2000, val: 200 },
+      tasks: { train: 2000, dev: 200, test: 200 },
       maxDefinitionChars: 120,
       blockSize: 64,
       batchSize: 16,

@@ -26,6 +26,8 @@ export interface ExperimentRecord {
   runs: Record<string, { definitions: RunResult; arithmetic: RunResult }>;
   /** LISA E+H+2L with the other state policies (definitions task). */
   policies: Record<string, RunResult>;
+  /** Split sizes per task (train, dev, test: disjoint). */
+  splits: Record<string, { train: number; dev: number; test: number }>;
   sweep: SweepPoint[];
   lrs: Record<string, number>;
   skew: { full?: SkewEntry[]; lora?: SkewEntry[] };
@@ -66,6 +68,7 @@ export function resultsJson(r: ExperimentRecord): Record<string, unknown> {
     methods,
     weightNormSkew: r.skew,
     base: r.base,
+    splits: r.splits,
     lrSweep: r.sweep,
     learningRates: r.lrs,
     policies: Object.fromEntries(
@@ -83,6 +86,8 @@ function summary(x: RunResult): Record<string, unknown> {
     trainLoss: x.trainLoss,
     evalLoss: x.evalLoss,
     accuracy: x.accuracy,
+    split: x.split,
+    heldOut: x.heldOut,
     msPerStep: x.msPerStep,
     tokensPerSec: x.tokensPerSec,
     compiles: x.compiles,
@@ -193,20 +198,23 @@ export function markdown(r: ExperimentRecord): string {
       r.base.reused ? ", reused from the cache" : `, ${Math.round(r.base.seconds)} s`
     } (\`${r.base.dir}\`).`,
     `- Tasks (seed ${c.seed}): *definitions* — WordNet nouns, \`What does "word" mean?\` → the definition, loss on the response only; ` +
-      `*arithmetic* — generated word problems (addition, subtraction, small products), exact-match accuracy of greedy decoding; ` +
-      `${JSON.stringify(c.tasks)} examples each.`,
+      `*arithmetic* — generated word problems (addition, subtraction, small products), exact-match accuracy of greedy decoding.`,
     `- Every method: the same ${c.steps} steps of ${c.batchSize}×${c.blockSize} tokens, the same batches, AdamW (weight decay 0), ` +
       `cosine schedule with 10% warmup, gradient clipping at 1, seed ${c.seed}. LoRA on all linear layers (alpha = 2r); LISA's K = ${c.period}, state policy reset.`,
-    `- Learning rate per method family from a sweep of ${c.sweepSteps}-step runs on the definitions task, by validation loss:`,
+    `- Splits (disjoint, from the seed): ${
+      JSON.stringify(c.tasks)
+    } examples per task. Every choice is made on dev, ` +
+      "every reported loss and accuracy comes from test.",
+    `- Learning rate per method family from a sweep of ${c.sweepSteps}-step runs on the definitions task, by dev loss:`,
     "",
   );
-  lines.push("| family | learning rate | validation loss | chosen |", "| --- | --- | --- | --- |");
+  lines.push("| family | learning rate | dev loss | chosen |", "| --- | --- | --- | --- |");
   for (const p of r.sweep) {
-    lines.push(`| ${p.family} | ${p.lr} | ${f(p.evalLoss)} | ${r.lrs[p.family] === p.lr ? "✓" : ""} |`);
+    lines.push(`| ${p.family} | ${p.lr} | ${f(p.devLoss)} | ${r.lrs[p.family] === p.lr ? "✓" : ""} |`);
   }
   lines.push("", "## Results", "");
   lines.push(
-    "| method | lr | definitions: val loss | arithmetic: val loss | arithmetic: accuracy | peak MiB | ms/step | tokens/s |",
+    "| method | lr | definitions: test loss | arithmetic: test loss | arithmetic: test accuracy | peak MiB | ms/step | tokens/s |",
     "| --- | --- | --- | --- | --- | --- | --- | --- |",
   );
   for (const k of keys) {
@@ -267,7 +275,7 @@ export function markdown(r: ExperimentRecord): string {
   if (r.ablations) {
     lines.push("", "## Ablations (γ, K; mean ± std over seeds)", "");
     lines.push(
-      "| configuration | definitions val loss | arithmetic accuracy | runs |",
+      "| configuration | definitions test loss | arithmetic test accuracy | runs |",
       "| --- | --- | --- | --- |",
     );
     for (const a of r.ablations) {

@@ -1,7 +1,7 @@
 /**
  * One fine-tuning run of one method with one seed on one task: a fresh copy of the base model, the
- * method, AdamW and the schedule every method shares, then validation loss, exact-match accuracy
- * (greedy decoding) where the task has answers, and optionally per-layer weight norms each step.
+ * method, AdamW and the schedule every method shares, then the loss on one held-out split (dev for
+ * choices, test for reported numbers), exact-match accuracy (greedy decoding) on it where the task has answers, and optionally per-layer weight norms each step.
  */
 import { evalExampleBatches, ExampleBatcher } from "../core/data/batches.ts";
 import type { Example } from "../core/data/formats.ts";
@@ -20,7 +20,7 @@ import type { GPT } from "../core/nn/gpt.ts";
 import { AdamW } from "../core/optim/adamw.ts";
 import { makeSchedule } from "../core/optim/schedule.ts";
 import type { Tensor } from "../core/tensor.ts";
-import { type Task, toExamples } from "./tasks.ts";
+import { type Split, type Task, toExamples } from "./tasks.ts";
 
 /** A method configuration of the experiment (`lora` is r = 8, `lisa` is E+H+2L, ...). */
 export interface MethodSpec {
@@ -40,6 +40,8 @@ export interface RunSpec {
   /** Base model directory. */
   base: string;
   task: Task;
+  /** The held-out split scored: `dev` for the sweep's choices, `test` for reported numbers. */
+  split: Split;
   spec: MethodSpec;
   lr: number;
   steps: number;
@@ -78,6 +80,8 @@ export interface RunResult {
   accuracy: number | null;
   /** Held-out examples behind evalLoss and accuracy. */
   heldOut: number;
+  /** The split evalLoss and accuracy come from. */
+  split: Split;
   /** Mean ms per step (core/finetune/trainer.ts's msPerStep: compiles excluded). */
   msPerStep: number;
   tokensPerSec: number;
@@ -235,11 +239,16 @@ class NormTracker {
 }
 
 /** Exact-match accuracy of greedy completions against the pairs' responses (compared trimmed). */
-async function exactMatch(model: GPT, task: Task, batchSize: number, blockSize: number): Promise<number> {
+async function exactMatch(
+  model: GPT,
+  pairs: readonly { prompt: string; response: string }[],
+  batchSize: number,
+  blockSize: number,
+): Promise<number> {
   const tok = tokenizerFor(model.config.vocabSize);
   const newline = tok.encode("\n");
-  const prompts = task.val.map((p) => tok.encode(p.prompt));
-  const maxNew = Math.max(...task.val.map((p) => tok.encode(p.response).length)) + 1;
+  const prompts = pairs.map((p) => tok.encode(p.prompt));
+  const maxNew = Math.max(...pairs.map((p) => tok.encode(p.response).length)) + 1;
   const outs = await greedyComplete(model, prompts, {
     maxNew,
     stop: newline.length === 1 ? newline[0] : undefined,
@@ -249,9 +258,9 @@ async function exactMatch(model: GPT, task: Task, batchSize: number, blockSize: 
   let hits = 0;
   outs.forEach((ids, i) => {
     const text = tok.decode(ids).split("\n")[0].trim();
-    if (text === task.val[i].response.trim()) hits++;
+    if (text === pairs[i].response.trim()) hits++;
   });
-  return hits / task.val.length;
+  return hits / pairs.length;
 }
 
 /** Runs `r` and returns its measurements. */
@@ -260,7 +269,8 @@ export async function runOne(gpu: Gpu, r: RunSpec): Promise<RunResult> {
   try {
     const tok = tokenizerFor(model.config.vocabSize);
     const trainEx: Example[] = toExamples(r.task.train, tok);
-    const valEx: Example[] = toExamples(r.task.val, tok);
+    const heldOut = r.task[r.split];
+    const valEx: Example[] = toExamples(heldOut, tok);
     const method = makeMethod(model, methodSettings(r));
     const optimizer = new AdamW(gpu, { weightDecay: 0 });
     const batcher = new ExampleBatcher(trainEx, r.batchSize, r.blockSize, r.seed + 1);
@@ -282,7 +292,7 @@ export async function runOne(gpu: Gpu, r: RunSpec): Promise<RunResult> {
       afterStep: norms ? () => norms.sample() : undefined,
     });
     const evalLoss = (await evaluate(model, evalExampleBatches(valEx, r.blockSize, r.batchSize))).loss;
-    const accuracy = r.accuracy ? await exactMatch(model, r.task, r.batchSize, r.blockSize) : null;
+    const accuracy = r.accuracy ? await exactMatch(model, heldOut, r.batchSize, r.blockSize) : null;
     const ms = msPerStep(result.steps);
     optimizer.dispose();
     return {
@@ -293,7 +303,8 @@ export async function runOne(gpu: Gpu, r: RunSpec): Promise<RunResult> {
       trainLoss: result.steps.map((s) => s.loss),
       evalLoss,
       accuracy,
-      heldOut: r.task.val.length,
+      heldOut: heldOut.length,
+      split: r.split,
       msPerStep: ms,
       tokensPerSec: ms > 0 ? (r.batchSize * r.blockSize) / (ms / 1000) : 0,
       compiles: { count: result.compiles, ms: result.compileMs },

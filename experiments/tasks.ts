@@ -17,21 +17,29 @@ export interface Pair {
   response: string;
 }
 
-/** A task: training and held-out pairs, and how to score it. */
+/** A task: train, dev and test pairs (disjoint), and how to score it. */
 export interface Task {
   /** `definitions` or `arithmetic`. */
   name: string;
+  /** Fine-tuning data. */
   train: Pair[];
-  val: Pair[];
+  /** Held out for choices (learning rates): never reported. */
+  dev: Pair[];
+  /** Held out for the reported numbers: never used to choose. */
+  test: Pair[];
   /** Scored by exact match of the greedy completion (arithmetic) or by loss only. */
   exactMatch: boolean;
 }
 
-/** Sizes of a task. */
+/** Sizes of a task's splits. */
 export interface TaskSizes {
   train: number;
-  val: number;
+  dev: number;
+  test: number;
 }
+
+/** The held-out split a run is scored on: `dev` for choices, `test` for reported numbers. */
+export type Split = "dev" | "test";
 
 /**
  * Single-word nouns with a short definition from WordNet's data.noun: word (3–12 lowercase letters)
@@ -97,7 +105,7 @@ export function arithmeticProblem(rng: Rng): Pair {
   return { prompt: `Q: ${question}\nA:`, response: ` ${answer}\n` };
 }
 
-/** The two tasks with `sizes`, drawn from `seed`. */
+/** The two tasks with `sizes`, drawn from `seed`: train, dev and test split from one shuffled pool. */
 export async function makeTasks(
   sizes: TaskSizes,
   seed: number,
@@ -105,13 +113,14 @@ export async function makeTasks(
 ): Promise<Task[]> {
   const rng = new Rng(seed);
   const defs = rng.shuffle(await wordnetDefinitions(maxDefinitionChars));
-  if (defs.length < sizes.train + sizes.val) {
-    throw new Error(`only ${defs.length} WordNet definitions fit; asked for ${sizes.train + sizes.val}`);
+  const total = sizes.train + sizes.dev + sizes.test;
+  if (defs.length < total) {
+    throw new Error(`only ${defs.length} WordNet definitions fit; asked for ${total}`);
   }
   const problems: Pair[] = [];
   const seenQ = new Set<string>();
   const arng = new Rng(seed + 1);
-  while (problems.length < sizes.train + sizes.val) {
+  while (problems.length < total) {
     const p = arithmeticProblem(arng);
     if (seenQ.has(p.prompt)) continue;
     seenQ.add(p.prompt);
@@ -120,17 +129,24 @@ export async function makeTasks(
   return [
     {
       name: "definitions",
-      train: defs.slice(0, sizes.train),
-      val: defs.slice(sizes.train, sizes.train + sizes.val),
+      ...split(defs, sizes),
       exactMatch: false,
     },
     {
       name: "arithmetic",
-      train: problems.slice(0, sizes.train),
-      val: problems.slice(sizes.train),
+      ...split(problems, sizes),
       exactMatch: true,
     },
   ];
+}
+
+/** Consecutive train, dev and test slices of a shuffled pool. */
+function split(pool: Pair[], s: TaskSizes): { train: Pair[]; dev: Pair[]; test: Pair[] } {
+  return {
+    train: pool.slice(0, s.train),
+    dev: pool.slice(s.train, s.train + s.dev),
+    test: pool.slice(s.train + s.dev, s.train + s.dev + s.test),
+  };
 }
 
 /** Pairs as training examples (loss on the response only). */

@@ -52,6 +52,31 @@ Deno.test({
     equal(r.weightNormSkew.full.length, 2 + 2, "embedding, 2 blocks, head");
     equal(r.weightNormSkew.lora[0].updateNorm, 0, "LoRA's embedding does not train");
     ok(r.lrSweep.length >= 6 && r.claims.length >= 5);
+    // Choices on dev, numbers from test: each sweep point is a dev run; every reported run a test run.
+    for (const task of ["definitions", "arithmetic"]) {
+      deepEqual(r.splits[task], {
+        train: r.config.tasks.train,
+        dev: r.config.tasks.dev,
+        test: r.config.tasks.test,
+      });
+    }
+    const runs = Object.values(r.runs) as {
+      split: string;
+      evalLoss: number;
+      lr: number;
+      trainLoss: number[];
+    }[];
+    const dev = runs.filter((x) => x.split === "dev");
+    equal(dev.length, r.lrSweep.length, "the sweep's runs, and only they, are scored on dev");
+    for (const p of r.lrSweep) {
+      ok(dev.some((x) => x.lr === p.lr && x.evalLoss === p.devLoss), `sweep point lr ${p.lr} is a dev loss`);
+    }
+    for (
+      const [key, m] of Object.entries(r.methods) as [string, { tasks: Record<string, { split: string }> }][]
+    ) {
+      equal(m.tasks.definitions.split, "test", `${key}: reported from test`);
+      equal(m.tasks.arithmetic.split, "test", `${key}: reported from test`);
+    }
     const speed = r.claims.find((c: { claim: string }) => c.claim.startsWith("LISA's steps are faster"));
     ok(speed && speed.evidence.includes(r.env.adapter), "the speed claim names the adapter");
     const ms = (k: string) => Math.round(r.methods[k].msPerStep);
