@@ -184,7 +184,7 @@ export async function experiment(o: ExperimentOptions): Promise<{ dir: string; r
     done.set(id, res);
     await savePartial();
     log(
-      `experiment: [${count}] ${what}: validation loss ${res.evalLoss.toFixed(4)}${
+      `experiment: [${count}] ${what}: ${res.split} loss ${res.evalLoss.toFixed(4)}${
         res.accuracy === null ? "" : `, accuracy ${(res.accuracy * 100).toFixed(1)}%`
       }, ${Math.round(res.msPerStep)} ms/step, peak ${(res.memory.peakBytes / 2 ** 20).toFixed(1)} MiB ` +
         `(${formatDuration((performance.now() - t0) / 1000)} so far)`,

@@ -292,7 +292,10 @@ export async function runOne(gpu: Gpu, r: RunSpec): Promise<RunResult> {
       afterStep: norms ? () => norms.sample() : undefined,
     });
     const evalLoss = (await evaluate(model, evalExampleBatches(valEx, r.blockSize, r.batchSize))).loss;
-    const accuracy = r.accuracy ? await exactMatch(model, heldOut, r.batchSize, r.blockSize) : null;
+    // Decoding may use the model's whole context: a held-out prompt can be longer than the training windows.
+    const accuracy = r.accuracy
+      ? await exactMatch(model, heldOut, r.batchSize, model.config.blockSize)
+      : null;
     const ms = msPerStep(result.steps);
     optimizer.dispose();
     return {
