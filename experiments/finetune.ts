@@ -50,6 +50,7 @@ import {
   runCli,
 } from "./flags.ts";
 import { formatDuration, Progress } from "./progress.ts";
+import { historyUpTo, StepLog } from "./step_log.ts";
 
 /** Everything a fine-tuning run needs. */
 export interface FinetuneOptions extends MethodSettings {
@@ -190,15 +191,7 @@ async function finetuneWith(
         }; resume with the same settings`,
       );
     }
-    const h = extra.history;
-    if (
-      h.length < state.step ||
-      h.slice(0, state.step).some((r, i) => r?.step !== i || !Number.isFinite(r.loss))
-    ) {
-      throw new CheckpointError(
-        `${resumeFrom}/trainer.json: extra.history does not hold steps 0–${state.step - 1}`,
-      );
-    }
+    extra.history = historyUpTo(`${resumeFrom}/trainer.json`, extra.history, state.step);
     if (state.step > o.steps) {
       throw new CheckpointError(
         `${resumeFrom}/trainer.json: step ${state.step} is beyond --steps ${o.steps}`,
@@ -235,7 +228,7 @@ async function finetuneWith(
   }
   const method = makeMethod(model, o);
   const startStep = resumed?.step ?? 0;
-  const history: StepRecord[] = resumed ? resumed.extra.history.slice(0, startStep) : [];
+  const history: StepRecord[] = resumed ? resumed.extra.history : [];
   const evalRecords: EvalRecord[] = resumed ? [...resumed.extra.evals] : [];
   if (resumed) {
     try {
@@ -259,12 +252,8 @@ async function finetuneWith(
   const tokensPerStep = o.batchSize * o.blockSize;
   const stop = Math.min(o.steps, o.stopAfter ?? o.steps);
   const checkpointing = !!ckptDir && (o.checkpointEvery !== undefined || stop < o.steps);
-  // steps.jsonl gets each read window's steps as they arrive: a crash loses none that were read.
-  const stepsFile = o.out ? `${o.out}/steps.jsonl` : null;
-  const lines = (rs: StepRecord[]) => rs.map((r) => JSON.stringify(stepEntry(r)) + "\n").join("");
-  if (stepsFile) await writeFileAtomic(stepsFile, lines(history));
-  const records = [...history];
-  let unwritten: StepRecord[] = [];
+  const steps = await StepLog.open(o.out ? `${o.out}/steps.jsonl` : null, history, stepEntry);
+  const records = steps.records;
   const result = await train({
     model,
     method,
@@ -279,17 +268,10 @@ async function finetuneWith(
     evalAtStart: valBatches.length > 0,
     evalAtEnd: stop === o.steps,
     onStep: (r: StepRecord) => {
-      records.push(r);
-      unwritten.push(r);
+      steps.add(r);
       if (!o.quiet) progress.step(r, tokensPerStep);
     },
-    afterStep: stepsFile
-      ? async () => {
-        const batch = unwritten;
-        unwritten = [];
-        await Deno.writeTextFile(stepsFile, lines(batch), { append: true });
-      }
-      : undefined,
+    afterStep: () => steps.flush(),
     onEval: (r) => {
       evalRecords.push(r);
       if (!o.quiet) progress.note(`finetune: step ${r.step} validation loss ${r.loss.toFixed(4)}`);

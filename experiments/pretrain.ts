@@ -27,6 +27,7 @@ import { makeSchedule } from "../core/optim/schedule.ts";
 import { ensureWritableDir, flagChoice, FlagError, flagNumber, parseFlags, runCli } from "./flags.ts";
 import { type Preset, PRESETS } from "./presets.ts";
 import { formatDuration, Progress } from "./progress.ts";
+import { historyUpTo, StepLog } from "./step_log.ts";
 
 /** Options of {@link pretrain}. */
 export interface PretrainOptions {
@@ -101,9 +102,7 @@ export async function pretrain(o: PretrainOptions): Promise<PretrainResult> {
       history?: StepRecord[];
       evals?: EvalRecord[];
     };
-    if (!Array.isArray(h) || h.length < state.step || h.slice(0, state.step).some((r, i) => r?.step !== i)) {
-      throw new CheckpointError(`${dir}/trainer.json: extra.history does not hold steps 0–${state.step - 1}`);
-    }
+    history = historyUpTo(`${dir}/trainer.json`, h, state.step);
     if (!Array.isArray(evals)) throw new CheckpointError(`${dir}/trainer.json: extra.evals is not a list`);
     if (state.step > o.steps) {
       throw new CheckpointError(`${dir}/trainer.json: step ${state.step} is beyond --steps ${o.steps}`);
@@ -121,7 +120,6 @@ export async function pretrain(o: PretrainOptions): Promise<PretrainResult> {
     } catch (e) {
       throw new CheckpointError(`${dir}/trainer.json: ${(e as Error).message.split("\n")[0]}`);
     }
-    history = h.slice(0, startStep);
     evalHistory = evals;
     log(`pretrain: resumed from ${dir} after step ${startStep}`);
   } else {
@@ -135,13 +133,9 @@ export async function pretrain(o: PretrainOptions): Promise<PretrainResult> {
   const progress = new Progress("pretrain", o.steps);
   const stop = Math.min(o.steps, o.stopAfter ?? o.steps);
   const tokensPerStep = p.batchSize * p.blockSize;
-  const records = [...history];
+  const stepLog = await StepLog.open(`${o.out}/steps.jsonl`, history, (r) => r);
+  const records = stepLog.records;
   const evalRecords = [...evalHistory];
-  // steps.jsonl gets each read window's steps as they arrive: a crash loses none that were read.
-  const stepsFile = `${o.out}/steps.jsonl`;
-  const lines = (rs: StepRecord[]) => rs.map((r) => JSON.stringify(r) + "\n").join("");
-  await writeFileAtomic(stepsFile, lines(history));
-  let unwritten: StepRecord[] = [];
   await train({
     model,
     method,
@@ -156,15 +150,10 @@ export async function pretrain(o: PretrainOptions): Promise<PretrainResult> {
     evalAtStart: true,
     evalAtEnd: stop === o.steps,
     onStep: (r) => {
-      records.push(r);
-      unwritten.push(r);
+      stepLog.add(r);
       if (!o.quiet) progress.step(r, tokensPerStep);
     },
-    afterStep: async () => {
-      const batch = unwritten;
-      unwritten = [];
-      await Deno.writeTextFile(stepsFile, lines(batch), { append: true });
-    },
+    afterStep: () => stepLog.flush(),
     onEval: (r) => {
       evalRecords.push(r);
       if (!o.quiet) progress.note(`pretrain: step ${r.step} validation loss ${r.loss.toFixed(4)}`);
