@@ -185,6 +185,13 @@ export {
 } from "./core/data/formats.ts";
 export * from "./core/data/batches.ts";
 export { type EvalResult, evaluate } from "./core/evaluate.ts";
+export {
+  type CompletionScore,
+  type ExpectedCompletion,
+  greedyComplete,
+  type GreedyOptions,
+  scoreCompletions,
+} from "./core/generate.ts";
 export { type FinetuneMethod, StaticMethod } from "./core/finetune/method.ts";
 export { FullMethod } from "./core/finetune/full.ts";
 export {

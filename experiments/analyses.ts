@@ -61,18 +61,101 @@ export interface Claim {
 const MiB = 2 ** 20;
 const f = (x: number, d = 3) => (Number.isFinite(x) ? x.toFixed(d) : String(x));
 
+/** Mean, sample standard deviation and count of per-seed values. */
+export interface Stat {
+  mean: number;
+  /** Sample standard deviation (n − 1); 0 for one value. */
+  std: number;
+  n: number;
+  values: number[];
+}
+
+/** {@link Stat} of `xs` (at least one value). */
+export function stat(xs: readonly number[]): Stat {
+  if (xs.length === 0) throw new Error("stat: no values");
+  return { ...meanStd(xs), n: xs.length, values: [...xs] };
+}
+
+/** 95% Wilson score interval of a proportion with `hits` successes in `n` trials (z = 1.96). */
+export function wilson(hits: number, n: number, z = 1.96): [number, number] {
+  if (!(n > 0) || hits < 0 || hits > n) throw new Error(`wilson: ${hits} hits of ${n} trials`);
+  const p = hits / n, z2 = z * z;
+  const centre = (p + z2 / (2 * n)) / (1 + z2 / n);
+  const half = (z / (1 + z2 / n)) * Math.sqrt((p * (1 - p)) / n + z2 / (4 * n * n));
+  return [Math.max(0, centre - half), Math.min(1, centre + half)];
+}
+
+/** One method's numbers on one task over its seeds. */
+export interface TaskStats {
+  /** Test loss per seed. */
+  testLoss: Stat;
+  /** Exact-match accuracy per seed (tasks with answers). */
+  accuracy: Stat | null;
+  /** 95% Wilson interval of the mean accuracy for `items` test problems (the test set's own sampling error). */
+  wilson: [number, number] | null;
+  /** Test examples. */
+  items: number;
+  /** ms/step per seed. */
+  msPerStep: Stat;
+}
+
+/** Per-task statistics of one method's runs (one per seed). */
+export function taskStats(runs: readonly RunResult[]): TaskStats {
+  const items = runs[0].heldOut;
+  const accuracy = runs[0].accuracy === null ? null : stat(runs.map((r) => r.accuracy ?? NaN));
+  return {
+    testLoss: stat(runs.map((r) => r.evalLoss)),
+    accuracy,
+    wilson: accuracy ? wilson(Math.round(accuracy.mean * items), items) : null,
+    items,
+    msPerStep: stat(runs.map((r) => r.msPerStep)),
+  };
+}
+
+/** Per method key and task, the statistics over seeds. */
+export type MethodStats = Record<string, { definitions: TaskStats; arithmetic: TaskStats }>;
+
+/** The rule every quality claim is judged by, as the report states it. */
+export const CLAIM_RULE =
+  "A quality claim is judged on means over seeds: with d = LISA's advantage (lower loss or higher " +
+  'accuracy) and SE its standard error, "beats" is supported when d > 2·SE, not supported when ' +
+  'd < −2·SE, inconclusive otherwise; "matches or beats" is the same rule with d + margin in place of d. ' +
+  "SE² = s₁²/n₁ + s₂²/n₂ over the seeds (the spread of training); for accuracy it adds p(1−p)/N per " +
+  "method for the N test problems (the test set's sampling error). With one seed there is no SE: inconclusive.";
+
 /**
- * The paper's claims checked against the default configurations (full, lora = r 8, lisa = E+H+2L);
- * `adapter` names the device in the speed claim's evidence.
+ * Verdict of the two-standard-error rule: `d` is the claim's side of the difference (positive
+ * favours it), `se` its standard error (NaN when unknown), `margin` what "matches" allows (0: beats).
+ */
+export function twoSeVerdict(d: number, se: number, margin = 0): Claim["verdict"] {
+  if (!Number.isFinite(d) || !Number.isFinite(se)) return "inconclusive";
+  if (d + margin > 2 * se) return "supported";
+  if (d + margin < -2 * se) return "not supported";
+  return "inconclusive";
+}
+
+/** Standard error of the difference of two means over seeds (NaN when either has one seed). */
+function seOfDifference(a: Stat, b: Stat): number {
+  if (a.n < 2 || b.n < 2) return NaN;
+  return Math.sqrt(a.std ** 2 / a.n + b.std ** 2 / b.n);
+}
+
+const pm = (x: Stat, d = 3) => `${f(x.mean, d)} ± ${f(x.std, d)}`;
+
+/**
+ * The paper's claims checked against the default configurations (full, lora = r 8, lisa = E+H+2L):
+ * memory from `byKey` (the first seed's runs), quality and speed from `stats` (every seed) by
+ * {@link CLAIM_RULE}; `adapter` names the device in the speed claim's evidence.
  */
 export function checkClaims(
   byKey: Record<string, { definitions: RunResult; arithmetic: RunResult }>,
+  stats: MethodStats,
   skew: { full?: SkewEntry[]; lora?: SkewEntry[] },
   adapter = "this adapter",
 ): Claim[] {
   const { full, lora, lisa } = byKey;
   const claims: Claim[] = [];
-  if (full && lora && lisa) {
+  if (full && lora && lisa && stats.full && stats.lora && stats.lisa) {
     const [mf, ml, ms] = [full, lora, lisa].map((r) => r.definitions.memory.peakBytes);
     const nearLora = ms <= ml * 1.1;
     claims.push({
@@ -90,22 +173,26 @@ export function checkClaims(
         f(ol / MiB, 2)
       } MiB for LoRA`,
     });
+    const margin = 0.01;
     for (const task of ["definitions", "arithmetic"] as const) {
-      const [lf, ll, ls] = [full, lora, lisa].map((r) => r[task].evalLoss);
-      const margin = 0.01;
+      const [sf, sl, ss] = [stats.full, stats.lora, stats.lisa].map((m) => m[task].testLoss);
+      const seF = seOfDifference(ss, sf), seL = seOfDifference(ss, sl);
       claims.push({
         claim: `LISA matches or beats full fine-tuning (test loss, ${task})`,
-        verdict: ls <= lf + margin ? "supported" : "not supported",
-        evidence: `test loss ${f(ls)} (LISA) vs ${f(lf)} (full); "matches" allows ${margin}`,
+        verdict: twoSeVerdict(sf.mean - ss.mean, seF, margin),
+        evidence: `test loss ${pm(ss)} (LISA, ${ss.n} seeds) vs ${pm(sf)} (full, ${sf.n}): ` +
+          `d = ${f(sf.mean - ss.mean)} (LISA's advantage), 2·SE ${f(2 * seF)}, margin ${margin}`,
       });
       claims.push({
         claim: `LISA beats LoRA (test loss, ${task})`,
-        verdict: ls < ll ? "supported" : "not supported",
-        evidence: `test loss ${f(ls)} (LISA) vs ${f(ll)} (LoRA r=8)`,
+        verdict: twoSeVerdict(sl.mean - ss.mean, seL),
+        evidence: `test loss ${pm(ss)} (LISA) vs ${pm(sl)} (LoRA r=8): d = ${f(sl.mean - ss.mean)}, 2·SE ${
+          f(2 * seL)
+        }`,
       });
     }
     // The paper's speed claim (LISA ~1.5× faster per step than LoRA, ~2.9× than full), on this adapter.
-    const [tf, tl, ts] = [full, lora, lisa].map((r) => r.definitions.msPerStep);
+    const [tf, tl, ts] = [stats.full, stats.lora, stats.lisa].map((m) => m.definitions.msPerStep.mean);
     claims.push({
       claim: "LISA's steps are faster than LoRA's and full fine-tuning's (paper: ~1.5× and ~2.9×)",
       verdict: ts < tl && ts < tf ? "supported" : "not supported",
@@ -114,32 +201,39 @@ export function checkClaims(
           f(tl / ts, 2)
         }× LoRA's speed, ${
           f(tf / ts, 2)
-        }× full's, on ${adapter} (wall-clock per step over each read window, ` +
-        "definitions task; compiles, evaluations and norm samples excluded)",
+        }× full's, on ${adapter} (wall-clock per step over each read window, definitions task, mean over ` +
+        "seeds; compiles, evaluations and norm samples excluded)",
     });
-    const [af, al, as] = [full, lora, lisa].map((r) => r.arithmetic.accuracy ?? NaN);
-    const n = lisa.arithmetic.heldOut;
-    // Differences within two binomial standard errors of the held-out set are not evidence.
-    const best = Math.max(af, al, as);
-    const se = Math.sqrt(Math.max(best * (1 - best), 1 / n) / n);
-    const resolved = Math.abs(as - Math.max(af, al)) > 2 * se;
-    claims.push({
-      claim: "LISA's task accuracy matches or beats LoRA's and full's (arithmetic, exact match)",
-      verdict: best === 0 || !resolved
-        ? "inconclusive"
-        : as >= Math.max(af, al)
-        ? "supported"
-        : "not supported",
-      evidence:
-        `accuracy ${f(as * 100, 1)}% (LISA), ${f(al * 100, 1)}% (LoRA), ${
-          f(af * 100, 1)
-        }% (full) on ${n} held-out test problems` +
-        (best === 0
-          ? "; every method scored 0: the model is too small and trained too briefly to tell"
-          : resolved
-          ? ""
-          : `; the differences are within two standard errors (${f(2 * se * 100, 1)} points)`),
-    });
+    const acc = [stats.full, stats.lora, stats.lisa].map((m) => m.arithmetic);
+    if (acc.every((a) => a.accuracy)) {
+      const [af, al, as] = acc.map((a) => a.accuracy!);
+      const items = acc[2].items;
+      // NaN (one seed) stays NaN: no verdict.
+      const binomial = (p: number) => (p * (1 - p)) / items;
+      const seAcc = (a: Stat, b: Stat) =>
+        Math.sqrt(seOfDifference(a, b) ** 2 + binomial(a.mean) + binomial(b.mean));
+      const allZero = [af, al, as].every((a) => a.values.every((v) => v === 0));
+      const pct = (a: Stat) => `${f(a.mean * 100, 1)} ± ${f(a.std * 100, 1)}%`;
+      const note = allZero
+        ? "; every run scored 0: the model is too small and trained too briefly to tell"
+        : "";
+      claims.push({
+        claim: "LISA's task accuracy matches or beats full fine-tuning's (arithmetic, exact match)",
+        verdict: allZero ? "inconclusive" : twoSeVerdict(as.mean - af.mean, seAcc(as, af), margin),
+        evidence: `accuracy ${pct(as)} (LISA) vs ${pct(af)} (full) on ${items} test problems: d = ${
+          f((as.mean - af.mean) * 100, 1)
+        } points (LISA's advantage), 2·SE ${f(2 * seAcc(as, af) * 100, 1)} points, margin ${
+          margin * 100
+        } point${note}`,
+      });
+      claims.push({
+        claim: "LISA's task accuracy beats LoRA's (arithmetic, exact match)",
+        verdict: allZero ? "inconclusive" : twoSeVerdict(as.mean - al.mean, seAcc(as, al)),
+        evidence: `accuracy ${pct(as)} (LISA) vs ${pct(al)} (LoRA r=8): d = ${
+          f((as.mean - al.mean) * 100, 1)
+        } points, 2·SE ${f(2 * seAcc(as, al) * 100, 1)} points${note}`,
+      });
+    }
   }
   if (skew.lora && skew.full) {
     const rf = skewRatio(skew.full, (e) => e.weightNorm);

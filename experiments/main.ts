@@ -1,6 +1,6 @@
 /**
- * `deno task experiment [--preset small|tiny|gpt2] [--out DIR] [--fresh] [--resume] [--verify]
- * [--ablations] [--seed S] [--quiet]`: the project's main job. Pretrains the preset's base model on the Brown corpus
+ * `deno task experiment [--preset small|tiny|bpe|gpt2] [--out DIR] [--fresh] [--resume] [--verify]
+ * [--ablations] [--seed S] [--scale F] [--quiet]`: the project's main job. Pretrains the preset's base model on the Brown corpus
  * (or reuses the cached one with the same config hash; `--fresh` rebuilds), makes the two tasks,
  * sweeps the learning rate per method family, fine-tunes full, LoRA (r = 8, 32) and LISA (E+H+1L,
  * 2L, 4L) on both tasks with the same steps, batches, schedule and seed, measures loss, accuracy,
@@ -14,17 +14,28 @@ import { runChild } from "./child.ts";
 import { type Gpu, requestGpu } from "../core/gpu.ts";
 import { ensureWritableDir, flagChoice, FlagError, flagNumber, parseFlags, runCli } from "./flags.ts";
 import { writeFileAtomic } from "../core/io/safetensors.ts";
-import { checkClaims, meanStd, pickLearningRates, skewEntries, type SweepPoint } from "./analyses.ts";
-import { PRESETS } from "./presets.ts";
+import {
+  checkClaims,
+  meanStd,
+  type MethodStats,
+  pickLearningRates,
+  skewEntries,
+  type SweepPoint,
+  taskStats,
+} from "./analyses.ts";
+import { type Preset, PRESETS, scalePreset } from "./presets.ts";
 import { pretrain } from "./pretrain.ts";
 import { formatDuration } from "./progress.ts";
 import { type ExperimentRecord, writeReport } from "./report.ts";
-import { type MethodSpec, runOne, type RunResult, type RunSpec } from "./runner.ts";
-import { makeTasks, type Task } from "./tasks.ts";
+import { type MethodSpec, runOne, type RunResult, type RunSpec, scoreBase } from "./runner.ts";
+import { majorityAnswer, makeTasks, type Task } from "./tasks.ts";
 
 /** Options of {@link experiment}. */
 export interface ExperimentOptions {
-  preset: string;
+  /** A preset's name, or a preset (tests build their own). */
+  preset: string | Preset;
+  /** Every step count and data size times this (0 < scale ≤ 1; default 1): `scalePreset`. */
+  scale?: number;
   out?: string;
   fresh?: boolean;
   /** Reuse the runs an earlier, interrupted experiment with the same config left in out/results.json. */
@@ -49,6 +60,12 @@ async function git(args: string[]): Promise<string | null> {
   return "error" in out || !out.ok ? null : out.stdout;
 }
 
+/** The tasks' names. */
+type TaskName = "definitions" | "arithmetic";
+
+/** The configurations the claims compare, run with every seed of the main table. */
+export const SEEDED_KEYS: readonly string[] = ["full", "lora", "lisa"];
+
 /** The method configurations, leaving out LISA with more blocks than the model has. */
 export function methodSpecs(nLayer: number): MethodSpec[] {
   const specs: MethodSpec[] = [
@@ -66,7 +83,12 @@ export function methodSpecs(nLayer: number): MethodSpec[] {
 export async function experiment(o: ExperimentOptions): Promise<{ dir: string; record: ExperimentRecord }> {
   const t0 = performance.now();
   const log = (m: string) => o.quiet || console.error(m);
-  const p = PRESETS[flagChoice("preset", o.preset, Object.keys(PRESETS))];
+  const named = typeof o.preset === "string"
+    ? PRESETS[flagChoice("preset", o.preset, Object.keys(PRESETS))]
+    : o.preset;
+  const scale = o.scale ?? 1;
+  if (!(scale > 0 && scale <= 1)) throw new FlagError(`--scale ${scale}: expected a number in (0, 1]`);
+  const p = scalePreset(named, scale);
   const x = p.experiment;
   const seed = o.seed ?? 0;
   const date = new Date().toISOString().slice(0, 10);
@@ -74,7 +96,7 @@ export async function experiment(o: ExperimentOptions): Promise<{ dir: string; r
   // Before any work: a run must never end unable to write what it measured.
   await ensureWritableDir(dir);
   await ensureWritableDir(".cache", "out (the base-model cache .cache/ in the current folder)");
-  const config = { preset: p.name, model: p.model, seed, ...x };
+  const config = { preset: p.name, scale, model: p.model, seed, ...x };
   const configHash = await hashOf(config);
   const resultsPath = `${dir}/results.json`;
   const done = new Map<string, RunResult>();
@@ -103,7 +125,8 @@ export async function experiment(o: ExperimentOptions): Promise<{ dir: string; r
     commit,
     dirty,
   };
-  const command = o.command ?? `deno task experiment --preset ${p.name}`;
+  const command = o.command ??
+    `deno task experiment --preset ${p.name}${scale === 1 ? "" : ` --scale ${scale}`}`;
   /** Rewrites results.json with every run so far (complete: false until the report is written). */
   const savePartial = () =>
     writeFileAtomic(
@@ -118,6 +141,7 @@ export async function experiment(o: ExperimentOptions): Promise<{ dir: string; r
   // 1. The base model, cached by the hash of everything that shapes it.
   const baseConfig = {
     preset: p.name,
+    ...(scale === 1 ? {} : { scale }),
     model: p.model,
     batchSize: p.batchSize,
     blockSize: p.blockSize,
@@ -165,40 +189,78 @@ export async function experiment(o: ExperimentOptions): Promise<{ dir: string; r
   // 2. Tasks, 3. methods.
   const tasks = await makeTasks(x.tasks, seed, x.maxDefinitionChars);
   const [definitions, arithmetic] = tasks;
+  const settingsOf = (t: Task) => x.tasks[t.name as TaskName];
   const specs = methodSpecs(p.model.nLayer);
   const spec = (key: string) => specs.find((s) => s.key === key)!;
-  const common = { base: baseDir, batchSize: x.batchSize, blockSize: x.blockSize, period: x.period, seed };
+  const seeds = Array.from({ length: x.seeds }, (_, i) => seed + i);
+  const seedsOf = (s: MethodSpec) => (SEEDED_KEYS.includes(s.key) ? seeds : [seed]);
+  const common = { base: baseDir, batchSize: x.batchSize, period: x.period, seed };
+  /** The run of `s` on `task` with the task's rows and steps, scored on test. */
+  const mainRun = (s: MethodSpec, task: Task, runSeed: number, lr: number): RunSpec => ({
+    ...common,
+    seed: runSeed,
+    task,
+    split: "test",
+    spec: s,
+    lr,
+    blockSize: settingsOf(task).blockSize,
+    steps: settingsOf(task).steps,
+    accuracy: task.exactMatch,
+  });
   let count = 0;
   const families = ["full", "lora", "lisa"] as const;
-  const total = families.reduce((n, f) => n + x.lrs[f].length, 0) + specs.length * 2 + 2;
+  const total = families.reduce((n, f) => n + x.lrs[f].length, 0) +
+    specs.reduce((n, s) => n + seedsOf(s).length * 2, 0) + 2;
   /** Runs `r` (or takes it from results.json on --resume) and saves results.json with it. */
   const run = async (r: RunSpec, what: string, again = false): Promise<RunResult> => {
     const id = `${again ? "verify " : ""}${runId(r)}`;
     count++;
     const prior = done.get(id);
     if (prior) {
-      log(`experiment: [${count}] ${what}: from results.json`);
+      log(`experiment: [${count}/${total}] ${what}: from results.json`);
       return prior;
     }
     const res = await runOne(gpu, r);
     done.set(id, res);
     await savePartial();
     log(
-      `experiment: [${count}] ${what}: ${res.split} loss ${res.evalLoss.toFixed(4)}${
-        res.accuracy === null ? "" : `, accuracy ${(res.accuracy * 100).toFixed(1)}%`
+      `experiment: [${count}/${total}] ${what}: ${res.split} loss ${res.evalLoss.toFixed(4)}${
+        res.accuracy === null ? "" : `, accuracy ${(res.accuracy * 100).toFixed(1)}% of ${res.heldOut}`
       }, ${Math.round(res.msPerStep)} ms/step, peak ${(res.memory.peakBytes / 2 ** 20).toFixed(1)} MiB ` +
         `(${formatDuration((performance.now() - t0) / 1000)} so far)`,
     );
     return res;
   };
-  log(`experiment: about ${total} fine-tuning runs`);
+  log(`experiment: ${total} fine-tuning runs`);
+
+  // The base model before fine-tuning, on each task's test split: what every method starts from.
+  const before = {} as ExperimentRecord["before"];
+  for (const task of tasks) {
+    const score = await scoreBase(gpu, baseDir, task, "test", x.batchSize, settingsOf(task).blockSize);
+    before[task.name as TaskName] = score;
+    log(
+      `experiment: before fine-tuning, ${task.name}: test loss ${score.evalLoss.toFixed(4)}${
+        score.accuracy === null ? "" : `, accuracy ${(score.accuracy * 100).toFixed(1)}% of ${score.heldOut}`
+      }`,
+    );
+  }
+
+  const majority = majorityAnswer(arithmetic.train, arithmetic.test);
 
   // Learning rate per family: short runs on the definitions task, best loss on its dev split (never test).
   const sweep: SweepPoint[] = [];
   for (const family of families) {
     for (const lr of x.lrs[family]) {
       const r = await run(
-        { ...common, task: definitions, split: "dev", spec: spec(family), lr, steps: x.sweepSteps },
+        {
+          ...common,
+          task: definitions,
+          split: "dev",
+          spec: spec(family),
+          lr,
+          blockSize: x.tasks.definitions.blockSize,
+          steps: x.sweepSteps,
+        },
         `sweep ${family} lr ${lr}`,
       );
       sweep.push({ family, lr, devLoss: r.evalLoss });
@@ -207,39 +269,28 @@ export async function experiment(o: ExperimentOptions): Promise<{ dir: string; r
   const lrs = pickLearningRates(sweep);
   const lrOf = (s: MethodSpec) => lrs[s.method];
 
-  // 4. The main runs: every method on both tasks.
+  // 4. The main runs: every method on both tasks; full, LoRA r=8 and LISA E+H+2L with every seed.
   const runs: ExperimentRecord["runs"] = {};
-  const mainSpecs: RunSpec[] = [];
+  const seedRuns: ExperimentRecord["seedRuns"] = {};
+  const mainSpecs: [RunSpec, RunResult][] = [];
   for (const s of specs) {
-    const pair: Partial<Record<"definitions" | "arithmetic", RunResult>> = {};
-    for (const task of [definitions, arithmetic] as Task[]) {
-      const r: RunSpec = {
-        ...common,
-        task,
-        split: "test",
-        spec: s,
-        lr: lrOf(s),
-        steps: x.steps,
-        norms: task === definitions && (s.key === "full" || s.key === "lora"),
-        accuracy: task.exactMatch,
-      };
-      mainSpecs.push(r);
-      pair[task.name as "definitions" | "arithmetic"] = await run(r, `${s.label} on ${task.name}`);
+    const all: Record<TaskName, RunResult[]> = { definitions: [], arithmetic: [] };
+    for (const task of tasks) {
+      for (const sd of seedsOf(s)) {
+        const r = mainRun(s, task, sd, lrOf(s));
+        if (task === definitions && sd === seed) r.norms = s.key === "full" || s.key === "lora";
+        const res = await run(r, `${s.label} on ${task.name}, seed ${sd}`);
+        mainSpecs.push([r, res]);
+        all[task.name as TaskName].push(res);
+      }
     }
-    runs[s.key] = pair as { definitions: RunResult; arithmetic: RunResult };
+    seedRuns[s.key] = all;
+    runs[s.key] = { definitions: all.definitions[0], arithmetic: all.arithmetic[0] };
   }
   const policies: Record<string, RunResult> = {};
   for (const state of ["keep", "offload"] as const) {
     policies[`lisa_${state}`] = await run(
-      {
-        ...common,
-        task: definitions,
-        split: "test",
-        spec: spec("lisa"),
-        lr: lrs.lisa,
-        steps: x.steps,
-        state,
-      },
+      { ...mainRun(spec("lisa"), definitions, seed, lrs.lisa), state },
       `LISA E+H+2L (${state}) on definitions`,
     );
   }
@@ -248,9 +299,8 @@ export async function experiment(o: ExperimentOptions): Promise<{ dir: string; r
   let verified: boolean | null = null;
   if (o.verify) {
     verified = true;
-    for (const r of mainSpecs) {
-      const again = await run(r, `verify ${r.spec.label} on ${r.task.name}`, true);
-      const first = runs[r.spec.key][r.task.name as "definitions" | "arithmetic"];
+    for (const [r, first] of mainSpecs) {
+      const again = await run(r, `verify ${r.spec.label} on ${r.task.name}, seed ${r.seed}`, true);
       if (again.trainLoss.some((l, i) => l !== first.trainLoss[i]) || again.evalLoss !== first.evalLoss) {
         verified = false;
       }
@@ -271,28 +321,12 @@ export async function experiment(o: ExperimentOptions): Promise<{ dir: string; r
     for (const [name, s, period] of configs) {
       const losses: number[] = [], accs: number[] = [];
       for (const sd of x.ablation.seeds) {
-        const d = await run({
-          ...common,
-          seed: sd,
-          period,
-          task: definitions,
-          split: "test",
-          spec: s,
-          lr: lrOf(s),
-          steps: x.steps,
-        }, `ablation ${name} seed ${sd}`);
+        const d = await run(
+          { ...mainRun(s, definitions, sd, lrOf(s)), period },
+          `ablation ${name} seed ${sd}`,
+        );
         const a = await run(
-          {
-            ...common,
-            seed: sd,
-            period,
-            task: arithmetic,
-            split: "test",
-            spec: s,
-            lr: lrOf(s),
-            steps: x.steps,
-            accuracy: true,
-          },
+          { ...mainRun(s, arithmetic, sd, lrOf(s)), period },
           `ablation ${name} seed ${sd} (arithmetic)`,
         );
         losses.push(d.evalLoss);
@@ -306,14 +340,23 @@ export async function experiment(o: ExperimentOptions): Promise<{ dir: string; r
     full: runs.full?.definitions.norms ? skewEntries(runs.full.definitions.norms) : undefined,
     lora: runs.lora?.definitions.norms ? skewEntries(runs.lora.definitions.norms) : undefined,
   };
+  const stats: MethodStats = Object.fromEntries(
+    Object.entries(seedRuns).map((
+      [k, v],
+    ) => [k, { definitions: taskStats(v.definitions), arithmetic: taskStats(v.arithmetic) }]),
+  );
   const record: ExperimentRecord = {
     command,
     configHash,
     config,
     env,
     base,
+    before,
+    majority,
     specs,
     runs,
+    seedRuns,
+    stats,
     policies,
     splits: Object.fromEntries(
       tasks.map((t) => [t.name, { train: t.train.length, dev: t.dev.length, test: t.test.length }]),
@@ -321,7 +364,7 @@ export async function experiment(o: ExperimentOptions): Promise<{ dir: string; r
     sweep,
     lrs,
     skew,
-    claims: checkClaims(runs, skew, `${env.adapter} (${env.kernels} kernels)`),
+    claims: checkClaims(runs, stats, skew, `${env.adapter} (${env.kernels} kernels)`),
     ablations,
     verified,
     seconds: (performance.now() - t0) / 1000,
@@ -354,7 +397,7 @@ export function runId(r: RunSpec): string {
 
 /** The usage line printed after a bad command line. */
 export const EXPERIMENT_USAGE =
-  "deno task experiment [--preset small|tiny|gpt2] [--out DIR] [--fresh] [--resume] [--verify] [--ablations] [--seed S] [--quiet]";
+  "deno task experiment [--preset small|tiny|bpe|gpt2] [--out DIR] [--fresh] [--resume] [--verify] [--ablations] [--seed S] [--scale F] [--quiet]";
 
 if (import.meta.main) {
   await runCli("experiment", EXPERIMENT_USAGE, async () => {
@@ -366,6 +409,7 @@ if (import.meta.main) {
       verify: { type: "boolean" },
       ablations: { type: "boolean" },
       seed: { type: "string", default: "0" },
+      scale: { type: "string", default: "1" },
       quiet: { type: "boolean" },
     });
     const { dir } = await experiment({
@@ -376,6 +420,7 @@ if (import.meta.main) {
       verify: values.verify,
       ablations: values.ablations,
       seed: flagNumber("seed", values.seed, "integer"),
+      scale: flagNumber("scale", values.scale),
       quiet: values.quiet,
       command: ["deno task experiment", ...Deno.args].join(" "),
     });

@@ -1,7 +1,9 @@
 /**
  * Presets: plain objects with the model and its pretraining settings. `tiny` runs in seconds (tests),
  * `small` is the base model of the default experiment (byte-level, sized for 2 CPU cores on a
- * software adapter), `gpt2` is GPT-2 small (124M, GPT-2 BPE) for real GPUs.
+ * software adapter), `bpe` is the same comparison on a GPT-2-vocabulary model (50257 BPE tokens,
+ * pretrained on Brown) for a GPU, where the paper's large embedding and head exist; `gpt2` is GPT-2
+ * small (124M, GPT-2 BPE) for real GPUs. {@link scalePreset} shrinks any of them (`--scale`).
  */
 import type { GPTConfig } from "../core/nn/gpt.ts";
 
@@ -30,17 +32,32 @@ export interface Preset {
   experiment: ExperimentSettings;
 }
 
+/** One task's split sizes and fine-tuning run, the same for every method. */
+export interface TaskSettings {
+  /** Examples in the disjoint train, dev and test splits. */
+  train: number;
+  dev: number;
+  test: number;
+  /** Positions per row (every example of the task fits). */
+  blockSize: number;
+  /** Fine-tuning steps per run. */
+  steps: number;
+}
+
 /** The experiment's fine-tuning settings, the same for every method. */
 export interface ExperimentSettings {
-  /** Examples per task (training, held out). */
-  tasks: { train: number; dev: number; test: number };
+  /** Per task: splits, rows and steps. */
+  tasks: { definitions: TaskSettings; arithmetic: TaskSettings };
   /** Longest WordNet definition kept (characters), so prompt + response fit the block. */
   maxDefinitionChars: number;
-  blockSize: number;
   batchSize: number;
-  /** Fine-tuning steps per run, and per learning-rate sweep run. */
-  steps: number;
+  /** Steps per learning-rate sweep run (definitions task). */
   sweepSteps: number;
+  /**
+   * Fine-tuning seeds of the main table (seed, seed + 1, ...) for full, LoRA r=8 and LISA E+H+2L,
+   * whose claims are judged on mean ± std; the other configurations run the first seed only.
+   */
+  seeds: number;
   /** LISA's K. */
   period: number;
   /** Learning rates swept per method family (picked by dev loss on the definitions task). */
@@ -64,12 +81,14 @@ export const PRESETS: Record<string, Preset> = {
     evalBatches: 4,
     valTokens: 4096,
     experiment: {
-      tasks: { train: 48, dev: 16, test: 16 },
+      tasks: {
+        definitions: { train: 48, dev: 16, test: 16, blockSize: 72, steps: 6 },
+        arithmetic: { train: 48, dev: 16, test: 16, blockSize: 40, steps: 6 },
+      },
       maxDefinitionChars: 40,
-      blockSize: 72,
       batchSize: 4,
-      steps: 6,
       sweepSteps: 3,
+      seeds: 2,
       period: 2,
       lrs: { full: [1e-3, 3e-3], lora: [3e-3, 1e-2], lisa: [1e-3, 3e-3] },
       ablation: { gammas: [1, 2], periods: [1, 2, 3], seeds: [0, 1] },
@@ -88,15 +107,47 @@ export const PRESETS: Record<string, Preset> = {
     evalBatches: 8,
     valTokens: 32768,
     experiment: {
-      tasks: { train: 400, dev: 64, test: 64 },
+      tasks: {
+        definitions: { train: 400, dev: 64, test: 64, blockSize: 72, steps: 24 },
+        // 500 test problems: accuracy intervals of about ±4 points; in 48 steps accuracy moves off 0.
+        arithmetic: { train: 400, dev: 64, test: 500, blockSize: 40, steps: 48 },
+      },
       maxDefinitionChars: 40,
-      blockSize: 72,
       batchSize: 8,
-      steps: 24,
       sweepSteps: 6,
+      seeds: 3,
       period: 4,
       lrs: { full: [3e-4, 1e-3, 3e-3], lora: [1e-3, 3e-3, 1e-2], lisa: [3e-4, 1e-3, 3e-3] },
       ablation: { gammas: [1, 2, 4], periods: [2, 5, 10], seeds: [0, 1, 2] },
+    },
+  },
+  // GPT-2's vocabulary on a 17.6M-parameter model (12.9M of them the tied embedding and head), so
+  // the weight-norm skew has the large embedding the paper's explanation needs. Sized by FLOPs (about
+  // 1.9e15 in all, 6 × parameters × tokens): about 15 minutes at 2 TFLOP/s (TensorFlow.js's WebGPU
+  // matmul reached 2.26 on an H200), about 85 at the 0.37 our tiled matmul measured there.
+  bpe: {
+    name: "bpe",
+    model: { vocabSize: 50257, blockSize: 128, nLayer: 6, nHead: 4, nEmbd: 256 },
+    batchSize: 16,
+    blockSize: 128,
+    steps: 4000,
+    lr: 1e-3,
+    warmup: 200,
+    evalEvery: 500,
+    evalBatches: 16,
+    valTokens: 65536,
+    experiment: {
+      tasks: {
+        definitions: { train: 2000, dev: 200, test: 200, blockSize: 64, steps: 300 },
+        arithmetic: { train: 700, dev: 60, test: 500, blockSize: 32, steps: 300 },
+      },
+      maxDefinitionChars: 120,
+      batchSize: 16,
+      sweepSteps: 50,
+      seeds: 3,
+      period: 20,
+      lrs: { full: [1e-4, 3e-4, 1e-3], lora: [3e-4, 1e-3, 3e-3], lisa: [1e-4, 3e-4, 1e-3] },
+      ablation: { gammas: [1, 2, 4], periods: [10, 20, 50], seeds: [0, 1, 2] },
     },
   },
   gpt2: {
@@ -111,12 +162,14 @@ export const PRESETS: Record<string, Preset> = {
     evalBatches: 20,
     valTokens: 262144,
     experiment: {
-      tasks: { train: 2000, dev: 200, test: 200 },
+      tasks: {
+        definitions: { train: 2000, dev: 200, test: 200, blockSize: 64, steps: 300 },
+        arithmetic: { train: 700, dev: 60, test: 500, blockSize: 32, steps: 300 },
+      },
       maxDefinitionChars: 120,
-      blockSize: 64,
       batchSize: 16,
-      steps: 300,
       sweepSteps: 50,
+      seeds: 3,
       period: 20,
       lrs: { full: [1e-5, 3e-5, 1e-4], lora: [1e-4, 3e-4, 1e-3], lisa: [1e-5, 3e-5, 1e-4] },
       ablation: { gammas: [1, 2, 4], periods: [10, 20, 50], seeds: [0, 1, 2] },
@@ -131,4 +184,39 @@ export function preset(name: string): Preset {
     throw new Error(`unknown preset ${JSON.stringify(name)}; presets: ${Object.keys(PRESETS).join(", ")}`);
   }
   return p;
+}
+
+/**
+ * `p` with every step count (pretraining, evaluation interval, sweep, fine-tuning, LISA's K) and
+ * every data size (validation tokens, evaluation batches, task splits) multiplied by `factor`
+ * (0 < factor ≤ 1), each kept at a working minimum: a reduced run of the same comparison, for a
+ * preset sized for a GPU run on a software adapter. The model is unchanged.
+ */
+export function scalePreset(p: Preset, factor: number): Preset {
+  if (!(factor > 0 && factor <= 1)) throw new Error(`scale must be in (0, 1]; got ${factor}`);
+  if (factor === 1) return p;
+  const by = (n: number, min: number) => Math.max(min, Math.round(n * factor));
+  const x = p.experiment;
+  const task = (t: TaskSettings): TaskSettings => ({
+    ...t,
+    train: by(t.train, 8),
+    dev: by(t.dev, 4),
+    test: by(t.test, 8),
+    steps: by(t.steps, 2), // a run needs two steps: warmup, then decay
+  });
+  const steps = by(p.steps, 2);
+  return {
+    ...p,
+    steps,
+    warmup: Math.min(by(p.warmup, 0), Math.floor(steps / 10)),
+    evalEvery: by(p.evalEvery, 1),
+    evalBatches: by(p.evalBatches, 1),
+    valTokens: by(p.valTokens, p.batchSize * (p.blockSize + 1)),
+    experiment: {
+      ...x,
+      tasks: { definitions: task(x.tasks.definitions), arithmetic: task(x.tasks.arithmetic) },
+      sweepSteps: by(x.sweepSteps, 2),
+      period: by(x.period, 1),
+    },
+  };
 }

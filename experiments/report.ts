@@ -1,8 +1,16 @@
 /** The experiment's outputs: results.json (documented format), report.md, and the SVG plots. */
 import { writeFileAtomic } from "../core/io/safetensors.ts";
 import { CATEGORIES, type CategoryBytes } from "../core/memory.ts";
-import type { Claim, SkewEntry, SweepPoint } from "./analyses.ts";
-import type { MethodSpec, RunResult } from "./runner.ts";
+import {
+  type Claim,
+  CLAIM_RULE,
+  type MethodStats,
+  type SkewEntry,
+  type Stat,
+  type SweepPoint,
+  wilson,
+} from "./analyses.ts";
+import type { HeldOutScore, MethodSpec, RunResult } from "./runner.ts";
 import { groupedBars, lineChart, stackedBars } from "./svg.ts";
 
 /** Everything a report is made from. */
@@ -21,9 +29,17 @@ export interface ExperimentRecord {
     dirty: boolean;
   };
   base: { dir: string; reused: boolean; valLoss: number; steps: number; seconds: number };
+  /** The base model on each task's test split before fine-tuning. */
+  before: { definitions: HeldOutScore; arithmetic: HeldOutScore };
+  /** Always giving the most frequent training answer: its test accuracy is the floor a method must beat. */
+  majority: { answer: string; accuracy: number };
   specs: MethodSpec[];
-  /** Main runs by method key, per task. */
+  /** Main runs by method key, per task: the first seed's (plots, memory, skew). */
   runs: Record<string, { definitions: RunResult; arithmetic: RunResult }>;
+  /** Main runs by method key, per task, one per seed (first seed first). */
+  seedRuns: Record<string, { definitions: RunResult[]; arithmetic: RunResult[] }>;
+  /** Statistics over seeds of `seedRuns`. */
+  stats: MethodStats;
   /** LISA E+H+2L with the other state policies (definitions task). */
   policies: Record<string, RunResult>;
   /** Split sizes per task (train, dev, test: disjoint). */
@@ -45,7 +61,11 @@ export interface ExperimentRecord {
 const MiB = 2 ** 20;
 const mib = (b: number) => (b / MiB).toFixed(2);
 
-/** results.json: `{config, env, methods: {key: M}, weightNormSkew}` plus the details behind them. */
+/**
+ * results.json: `{config, env, methods: {key: M}, weightNormSkew}` plus the details behind them.
+ * `methods[key]`'s top-level numbers are the first seed's; `methods[key].seeds` and `.stats` (mean,
+ * std, n, values per task; accuracy's Wilson interval) cover every seed.
+ */
 export function resultsJson(r: ExperimentRecord): Record<string, unknown> {
   const methods: Record<string, unknown> = {};
   for (const [key, { definitions: d, arithmetic: a }] of Object.entries(r.runs)) {
@@ -60,6 +80,8 @@ export function resultsJson(r: ExperimentRecord): Record<string, unknown> {
       memory: { peakBytes: d.memory.peakBytes, peak: d.memory.peak },
       lr: d.lr,
       tasks: { definitions: summary(d), arithmetic: summary(a) },
+      seeds: r.seedRuns[key]?.definitions.map((x) => x.seed) ?? [d.seed],
+      stats: r.stats[key] ?? null,
     };
   }
   return {
@@ -68,6 +90,14 @@ export function resultsJson(r: ExperimentRecord): Record<string, unknown> {
     methods,
     weightNormSkew: r.skew,
     base: r.base,
+    beforeFineTuning: Object.fromEntries(
+      Object.entries(r.before).map(([t, b]) => [t, {
+        ...b,
+        wilson: b.hits === null ? null : wilson(b.hits, b.heldOut),
+      }]),
+    ),
+    majorityAnswer: r.majority,
+    claimRule: CLAIM_RULE,
     splits: r.splits,
     lrSweep: r.sweep,
     learningRates: r.lrs,
@@ -86,6 +116,7 @@ function summary(x: RunResult): Record<string, unknown> {
     trainLoss: x.trainLoss,
     evalLoss: x.evalLoss,
     accuracy: x.accuracy,
+    hits: x.hits,
     split: x.split,
     heldOut: x.heldOut,
     msPerStep: x.msPerStep,
@@ -190,7 +221,18 @@ export function markdown(r: ExperimentRecord): string {
     "",
   );
   lines.push("## What was run", "");
+  if (typeof r.config.scale === "number" && r.config.scale !== 1) {
+    lines.push(
+      `**Reduced run**: \`--scale ${r.config.scale}\` multiplied every step count and data size of the ${r.config.preset} preset ` +
+        "by that factor (the model is unchanged): it shows the comparison runs end to end, not what the preset measures.",
+      "",
+    );
+  }
   const c = r.config as Record<string, unknown>;
+  const t = c.tasks as Record<"definitions" | "arithmetic", { blockSize: number; steps: number }>;
+  const seedList = Object.values(r.seedRuns)[0]?.definitions.map((x) => x.seed) ?? [c.seed];
+  const split = (s: { train: number; dev: number; test: number } | undefined) =>
+    s ? `${s.train}/${s.dev}/${s.test}` : "–";
   lines.push(
     `- Base model: GPT-2, ${
       JSON.stringify(c.model)
@@ -198,13 +240,18 @@ export function markdown(r: ExperimentRecord): string {
       r.base.reused ? ", reused from the cache" : `, ${Math.round(r.base.seconds)} s`
     } (\`${r.base.dir}\`).`,
     `- Tasks (seed ${c.seed}): *definitions* — WordNet nouns, \`What does "word" mean?\` → the definition, loss on the response only; ` +
-      `*arithmetic* — generated word problems (addition, subtraction, small products), exact-match accuracy of greedy decoding.`,
-    `- Every method: the same ${c.steps} steps of ${c.batchSize}×${c.blockSize} tokens, the same batches, AdamW (weight decay 0), ` +
-      `cosine schedule with 10% warmup, gradient clipping at 1, seed ${c.seed}. LoRA on all linear layers (alpha = 2r); LISA's K = ${c.period}, state policy reset.`,
-    `- Splits (disjoint, from the seed): ${
-      JSON.stringify(c.tasks)
-    } examples per task. Every choice is made on dev, ` +
-      "every reported loss and accuracy comes from test.",
+      `*arithmetic* — generated word problems (a count 0–9 that grows or shrinks by one or two: one-digit answers), ` +
+      "exact-match accuracy of greedy decoding (the answer's tokens through its newline).",
+    `- Every method, per task, the same steps and rows (definitions: ${t.definitions.steps} steps of ${c.batchSize}×${t.definitions.blockSize} tokens; ` +
+      `arithmetic: ${t.arithmetic.steps} steps of ${c.batchSize}×${t.arithmetic.blockSize}), the same batches for a seed, AdamW (weight decay 0), ` +
+      `cosine schedule with 10% warmup, gradient clipping at 1. LoRA on all linear layers (alpha = 2r); LISA's K = ${c.period}, state policy reset.`,
+    `- Seeds: full, LoRA r=8 and LISA E+H+2L run with fine-tuning seeds ${
+      seedList.join(", ")
+    } (batch order, LoRA init and dropout, LISA's layer draws); the other configurations with seed ${c.seed} only. ` +
+      "Tables give mean ± sample std over seeds.",
+    `- Splits (disjoint, from the seed): definitions ${split(r.splits.definitions)}, arithmetic ${
+      split(r.splits.arithmetic)
+    }. Every choice is made on dev, every reported loss and accuracy comes from test.`,
     `- Learning rate per method family from a sweep of ${c.sweepSteps}-step runs on the definitions task, by dev loss:`,
     "",
   );
@@ -213,22 +260,49 @@ export function markdown(r: ExperimentRecord): string {
     lines.push(`| ${p.family} | ${p.lr} | ${f(p.devLoss)} | ${r.lrs[p.family] === p.lr ? "✓" : ""} |`);
   }
   lines.push("", "## Results", "");
+  const pm = (x: Stat, d = 3) => (x.n > 1 ? `${f(x.mean, d)} ± ${f(x.std, d)}` : f(x.mean, d));
+  const interval = (w: [number, number] | null) =>
+    w ? ` [${(w[0] * 100).toFixed(1)}, ${(w[1] * 100).toFixed(1)}]` : "";
   lines.push(
-    "| method | lr | definitions: test loss | arithmetic: test loss | arithmetic: test accuracy | peak MiB | ms/step | tokens/s |",
-    "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    "| method | lr | seeds | definitions: test loss | arithmetic: test loss | arithmetic: test accuracy [95% Wilson] | peak MiB | ms/step | tokens/s |",
+    "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+  );
+  const b = r.before;
+  lines.push(
+    `| before fine-tuning (base) | – | – | ${f(b.definitions.evalLoss)} | ${f(b.arithmetic.evalLoss)} | ${
+      b.arithmetic.hits === null
+        ? "–"
+        : `${(b.arithmetic.accuracy! * 100).toFixed(1)}%${
+          interval(wilson(b.arithmetic.hits, b.arithmetic.heldOut))
+        }`
+    } | – | – | – |`,
   );
   for (const k of keys) {
-    const { definitions: d, arithmetic: a } = r.runs[k];
+    const d = r.runs[k].definitions;
+    const st = r.stats[k];
+    const acc = st.arithmetic.accuracy;
     lines.push(
-      `| ${label(r, k)} | ${d.lr} | ${f(d.evalLoss)} | ${f(a.evalLoss)} | ${
-        a.accuracy === null ? "–" : (a.accuracy * 100).toFixed(1) + "%"
-      } | ${mib(d.memory.peakBytes)} | ${f(d.msPerStep, 0)} | ${f(d.tokensPerSec, 0)} |`,
+      `| ${label(r, k)} | ${d.lr} | ${st.definitions.testLoss.n} | ${pm(st.definitions.testLoss)} | ${
+        pm(st.arithmetic.testLoss)
+      } | ${
+        acc === null
+          ? "–"
+          : `${pm({ ...acc, mean: acc.mean * 100, std: acc.std * 100 }, 1)}%${interval(st.arithmetic.wilson)}`
+      } | ${mib(d.memory.peakBytes)} | ${f(st.definitions.msPerStep.mean, 0)} | ${f(d.tokensPerSec, 0)} |`,
     );
   }
   lines.push(
     "",
-    "ms/step: wall-clock per step averaged over each window between loss readbacks, definitions task; " +
-      "kernel compiles, evaluations and the weight-norm samples are not counted.",
+    `Always answering ${
+      JSON.stringify(r.majority.answer.trim())
+    } (the most frequent training answer) scores ${
+      (r.majority.accuracy * 100).toFixed(1)
+    }% on the arithmetic test: accuracy above that is what a method learned beyond the answers' frequencies.`,
+    "",
+    `Test losses and accuracy: mean ± std over the seeds counted; the Wilson interval is the test set's own sampling error ` +
+      `for ${r.splits.arithmetic?.test ?? "–"} problems at the mean accuracy. ` +
+      "ms/step: wall-clock per step averaged over each window between loss readbacks, definitions task, mean over seeds; " +
+      "kernel compiles, evaluations and the weight-norm samples are not counted. Peak memory and tokens/s: first seed.",
   );
   lines.push("", "### Peak memory by category (MiB, definitions task, our exact accounting)", "");
   lines.push(...memoryHeader());
@@ -269,7 +343,7 @@ export function markdown(r: ExperimentRecord): string {
     });
     lines.push("", "![weight norms](weight_norm_skew.svg)", "![update norms](update_norm_skew.svg)", "");
   }
-  lines.push("## Claims checked", "");
+  lines.push("## Claims checked", "", CLAIM_RULE, "");
   lines.push("| claim | verdict | evidence |", "| --- | --- | --- |");
   for (const cl of r.claims) lines.push(`| ${cl.claim} | ${cl.verdict} | ${cl.evidence} |`);
   if (r.ablations) {
@@ -288,7 +362,9 @@ export function markdown(r: ExperimentRecord): string {
   }
   lines.push("", "## Reproducibility", "");
   lines.push(
-    `- Command: \`${r.command}\`; config hash \`${r.configHash}\` (SHA-256 of the config in results.json); seeds: base ${c.seed}, tasks ${c.seed}, runs ${c.seed}.`,
+    `- Command: \`${r.command}\`; config hash \`${r.configHash}\` (SHA-256 of the config in results.json); seeds: base ${c.seed}, tasks ${c.seed}, fine-tuning ${
+      seedList.join(", ")
+    }.`,
     `- Commit ${r.env.commit}${r.env.dirty ? " with uncommitted changes" : ""}.`,
     `- ${
       r.verified === null

@@ -12,7 +12,7 @@ import { LoraMethod } from "../core/finetune/lora.ts";
 import type { FinetuneMethod } from "../core/finetune/method.ts";
 import { makeMethod, type MethodSettings } from "../core/finetune/methods.ts";
 import { msPerStep, train } from "../core/finetune/trainer.ts";
-import { greedyComplete } from "../core/generate.ts";
+import { scoreCompletions } from "../core/generate.ts";
 import type { Gpu } from "../core/gpu.ts";
 import { downloadParameters, loadGPT2 } from "../core/io/hf.ts";
 import type { CategoryBytes } from "../core/memory.ts";
@@ -20,7 +20,7 @@ import type { GPT } from "../core/nn/gpt.ts";
 import { AdamW } from "../core/optim/adamw.ts";
 import { makeSchedule } from "../core/optim/schedule.ts";
 import type { Tensor } from "../core/tensor.ts";
-import { type Split, type Task, toExamples } from "./tasks.ts";
+import { type Pair, type Split, type Task, toExamples } from "./tasks.ts";
 
 /** A method configuration of the experiment (`lora` is r = 8, `lisa` is E+H+2L, ...). */
 export interface MethodSpec {
@@ -54,7 +54,7 @@ export interface RunSpec {
   seed: number;
   /** Measure per-layer weight and update norms after every step. */
   norms?: boolean;
-  /** Score exact-match accuracy by greedy decoding (tasks with answers). */
+  /** Score exact-match accuracy by greedy decoding (tasks with answers); the loss then comes from the same pass. */
   accuracy?: boolean;
 }
 
@@ -78,6 +78,8 @@ export interface RunResult {
   trainLoss: number[];
   evalLoss: number;
   accuracy: number | null;
+  /** Exact matches behind accuracy (null without). */
+  hits: number | null;
   /** Held-out examples behind evalLoss and accuracy. */
   heldOut: number;
   /** The split evalLoss and accuracy come from. */
@@ -238,29 +240,63 @@ class NormTracker {
   }
 }
 
-/** Exact-match accuracy of greedy completions against the pairs' responses (compared trimmed). */
-async function exactMatch(
+/** A model's numbers on one held-out split. */
+export interface HeldOutScore {
+  /** Mean cross-entropy over the response tokens (nats). */
+  evalLoss: number;
+  /** Exact-match accuracy of greedy decoding, where the task has answers. */
+  accuracy: number | null;
+  /** Exact matches (null without answers). */
+  hits: number | null;
+  /** Examples scored. */
+  heldOut: number;
+}
+
+/**
+ * Loss and, for tasks with answers, exact-match accuracy of greedy decoding (the response's tokens
+ * through its final newline) on `pairs`. Answers are scored by teacher forcing with the loss from the
+ * same forward pass (core/generate.ts `scoreCompletions`); rows are `blockSize` long when every pair
+ * fits, else the model's whole context.
+ */
+export async function scoreHeldOut(
   model: GPT,
-  pairs: readonly { prompt: string; response: string }[],
+  pairs: readonly Pair[],
+  exactMatch: boolean,
   batchSize: number,
   blockSize: number,
-): Promise<number> {
+): Promise<HeldOutScore> {
   const tok = tokenizerFor(model.config.vocabSize);
-  const newline = tok.encode("\n");
-  const prompts = pairs.map((p) => tok.encode(p.prompt));
-  const maxNew = Math.max(...pairs.map((p) => tok.encode(p.response).length)) + 1;
-  const outs = await greedyComplete(model, prompts, {
-    maxNew,
-    stop: newline.length === 1 ? newline[0] : undefined,
-    batchSize,
-    blockSize,
-  });
-  let hits = 0;
-  outs.forEach((ids, i) => {
-    const text = tok.decode(ids).split("\n")[0].trim();
-    if (text === pairs[i].response.trim()) hits++;
-  });
-  return hits / pairs.length;
+  if (!exactMatch) {
+    const examples = toExamples(pairs, tok);
+    const { loss } = await evaluate(model, evalExampleBatches(examples, blockSize, batchSize));
+    return { evalLoss: loss, accuracy: null, hits: null, heldOut: pairs.length };
+  }
+  // The loss counts what training counts after the prompt: the response and the end-of-text id.
+  const after = tok.eot === null ? [] : [tok.eot];
+  const items = pairs.map((p) => ({ prompt: tok.encode(p.prompt), response: tok.encode(p.response), after }));
+  const need = Math.max(...items.map((it) => it.prompt.length + it.response.length + after.length - 1));
+  const t = need <= blockSize ? blockSize : model.config.blockSize;
+  const scores = await scoreCompletions(model, items, { batchSize, blockSize: t });
+  const hits = scores.filter((s) => s.match).length;
+  const nll = scores.reduce((a, s) => a + s.nll, 0), tokens = scores.reduce((a, s) => a + s.tokens, 0);
+  return { evalLoss: nll / tokens, accuracy: hits / pairs.length, hits, heldOut: pairs.length };
+}
+
+/** The base model's numbers on `task`'s `split` before any fine-tuning. */
+export async function scoreBase(
+  gpu: Gpu,
+  base: string,
+  task: Task,
+  split: Split,
+  batchSize: number,
+  blockSize: number,
+): Promise<HeldOutScore> {
+  const { model } = await loadGPT2(gpu, base);
+  try {
+    return await scoreHeldOut(model, task[split], task.exactMatch, batchSize, blockSize);
+  } finally {
+    model.dispose();
+  }
 }
 
 /** Runs `r` and returns its measurements. */
@@ -270,7 +306,6 @@ export async function runOne(gpu: Gpu, r: RunSpec): Promise<RunResult> {
     const tok = tokenizerFor(model.config.vocabSize);
     const trainEx: Example[] = toExamples(r.task.train, tok);
     const heldOut = r.task[r.split];
-    const valEx: Example[] = toExamples(heldOut, tok);
     const method = makeMethod(model, methodSettings(r));
     const optimizer = new AdamW(gpu, { weightDecay: 0 });
     const batcher = new ExampleBatcher(trainEx, r.batchSize, r.blockSize, r.seed + 1);
@@ -291,11 +326,7 @@ export async function runOne(gpu: Gpu, r: RunSpec): Promise<RunResult> {
       maxGradNorm: 1,
       afterStep: norms ? () => norms.sample() : undefined,
     });
-    const evalLoss = (await evaluate(model, evalExampleBatches(valEx, r.blockSize, r.batchSize))).loss;
-    // Decoding may use the model's whole context: a held-out prompt can be longer than the training windows.
-    const accuracy = r.accuracy
-      ? await exactMatch(model, heldOut, r.batchSize, model.config.blockSize)
-      : null;
+    const score = await scoreHeldOut(model, heldOut, r.accuracy === true, r.batchSize, r.blockSize);
     const ms = msPerStep(result.steps);
     optimizer.dispose();
     return {
@@ -304,8 +335,9 @@ export async function runOne(gpu: Gpu, r: RunSpec): Promise<RunResult> {
       lr: r.lr,
       seed: r.seed,
       trainLoss: result.steps.map((s) => s.loss),
-      evalLoss,
-      accuracy,
+      evalLoss: score.evalLoss,
+      accuracy: score.accuracy,
+      hits: score.hits,
       heldOut: heldOut.length,
       split: r.split,
       msPerStep: ms,

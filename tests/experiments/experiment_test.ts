@@ -36,7 +36,7 @@ Deno.test({
         M & { memory: { peakBytes: number; peak: Record<string, number> } },
       ][]
     ) {
-      equal(m.trainLoss.length, r.config.steps, `${key} trainLoss`);
+      equal(m.trainLoss.length, r.config.tasks.definitions.steps, `${key} trainLoss`);
       ok(m.trainLoss.every(Number.isFinite) && Number.isFinite(m.evalLoss), `${key} losses`);
       ok(m.accuracy >= 0 && m.accuracy <= 1, `${key} accuracy`);
       ok(m.msPerStep > 0 && m.tokensPerSec > 0, `${key} speed`);
@@ -54,11 +54,8 @@ Deno.test({
     ok(r.lrSweep.length >= 6 && r.claims.length >= 5);
     // Choices on dev, numbers from test: each sweep point is a dev run; every reported run a test run.
     for (const task of ["definitions", "arithmetic"]) {
-      deepEqual(r.splits[task], {
-        train: r.config.tasks.train,
-        dev: r.config.tasks.dev,
-        test: r.config.tasks.test,
-      });
+      const { train, dev, test } = r.config.tasks[task];
+      deepEqual(r.splits[task], { train, dev, test });
     }
     const runs = Object.values(r.runs) as {
       split: string;
@@ -77,9 +74,59 @@ Deno.test({
       equal(m.tasks.definitions.split, "test", `${key}: reported from test`);
       equal(m.tasks.arithmetic.split, "test", `${key}: reported from test`);
     }
+    // Seeds: full, LoRA r=8 and LISA E+H+2L with every seed, the others with the first; the stats
+    // are those of the runs themselves, and different seeds train differently.
+    const seeds = Array.from({ length: r.config.seeds }, (_, i) => r.config.seed + i);
+    type S = { mean: number; std: number; n: number; values: number[] };
+    type TS = { testLoss: S; accuracy: S | null; wilson: [number, number] | null; items: number };
+    for (
+      const [key, m] of Object.entries(r.methods) as [
+        string,
+        { seeds: number[]; stats: Record<string, TS> },
+      ][]
+    ) {
+      deepEqual(m.seeds, ["full", "lora", "lisa"].includes(key) ? seeds : [r.config.seed], `${key} seeds`);
+      for (const task of ["definitions", "arithmetic"]) {
+        const st = m.stats[task];
+        const mine = Object.values(
+          r.runs as Record<
+            string,
+            {
+              key: string;
+              task: string;
+              split: string;
+              seed: number;
+              evalLoss: number;
+              accuracy: number | null;
+              state?: string;
+            }
+          >,
+        )
+          .filter((x) => x.key === key && x.task === task && x.split === "test");
+        const bySeed = m.seeds.map((sd) => mine.find((x) => x.seed === sd)!);
+        deepEqual(st.testLoss.values, bySeed.map((x) => x.evalLoss), `${key} ${task} losses are its runs'`);
+        equal(st.testLoss.n, m.seeds.length);
+        const mean = st.testLoss.values.reduce((a, b) => a + b, 0) / st.testLoss.n;
+        ok(Math.abs(st.testLoss.mean - mean) < 1e-12);
+        if (task === "arithmetic") {
+          deepEqual(st.accuracy!.values, bySeed.map((x) => x.accuracy));
+          equal(st.items, r.config.tasks.arithmetic.test);
+          ok(st.wilson![0] <= st.accuracy!.mean && st.accuracy!.mean <= st.wilson![1], `${key} Wilson`);
+        } else equal(st.accuracy, null);
+      }
+    }
+    const lisaLosses = r.methods.lisa.stats.definitions.testLoss.values;
+    ok(lisaLosses[0] !== lisaLosses[1], "another seed, another run");
+    // Before fine-tuning: the base model on both test splits, accuracy with its interval.
+    const b = r.beforeFineTuning;
+    ok(Number.isFinite(b.definitions.evalLoss) && b.definitions.accuracy === null);
+    equal(b.arithmetic.heldOut, r.config.tasks.arithmetic.test);
+    equal(b.arithmetic.accuracy, b.arithmetic.hits / b.arithmetic.heldOut);
+    ok(b.arithmetic.wilson[0] <= b.arithmetic.accuracy && b.arithmetic.accuracy <= b.arithmetic.wilson[1]);
+    ok(r.claimRule.includes("2·SE"), "results.json states the claims' rule");
     const speed = r.claims.find((c: { claim: string }) => c.claim.startsWith("LISA's steps are faster"));
     ok(speed && speed.evidence.includes(r.env.adapter), "the speed claim names the adapter");
-    const ms = (k: string) => Math.round(r.methods[k].msPerStep);
+    const ms = (k: string) => Math.round(r.methods[k].stats.definitions.msPerStep.mean);
     ok(
       speed.evidence.startsWith(
         `ms/step ${ms("lisa")} (LISA E+H+2L), ${ms("lora")} (LoRA r=8), ${ms("full")}`,
@@ -113,7 +160,7 @@ Deno.test({
     // and runs the missing one again.
     equal(r.complete, true);
     const ids = Object.keys(r.runs);
-    equal(ids.length >= 12, true, `results.json keeps every run (${ids.length})`);
+    equal(ids.length >= 24, true, `results.json keeps every run (${ids.length})`);
     const lost = ids.at(-1)!;
     const partial = { complete: false, config: r.config, env: r.env, runs: { ...r.runs } };
     delete partial.runs[lost];

@@ -331,3 +331,23 @@ gpuTest("variant tiled on a software-family device matches the reference", async
     maxDifferences: 40,
   });
 });
+
+gpuTest(
+  "a packed operand taller than a texture (GPT-2's 50257-row wte on lavapipe) is packed from its buffer",
+  async (gpu) => {
+    // x·Wᵀ with W stored [n, k], k a multiple of 64, n one row-block past the device's texture height:
+    // the outer core wants W k-major, a transpose whose row-for-row staging texture would need n rows.
+    const [m, n, k] = [4, gpu.info.limits.maxTextureDimension2D + 64, 64];
+    const rand = rng(7);
+    const a = randomArray(rand, m * k), b = randomArray(rand, n * k);
+    const ta = fromArray(gpu, a, [m, k]), tb = fromArray(gpu, b, [n, k]);
+    const { s, shape } = matmulShape(ta, tb, { transB: true });
+    equal(choosePackedForm(s, gpu.info.limits.maxTextureDimension2D), "outer", "the packed layout fits");
+    const c = empty(gpu, shape);
+    ok(runPacked(ta, tb, c, s, "outer"));
+    assertClose(await c.download(), matmulRef(a, b, m, n, k, false, true), {
+      what: "x·Wᵀ, W taller than a texture",
+    });
+    for (const t of [ta, tb, c]) t.dispose();
+  },
+);
