@@ -240,7 +240,7 @@ export function markdown(r: ExperimentRecord): string {
       r.base.reused ? ", reused from the cache" : `, ${Math.round(r.base.seconds)} s`
     } (\`${r.base.dir}\`).`,
     `- Tasks (seed ${c.seed}): *definitions* — WordNet nouns, \`What does "word" mean?\` → the definition, loss on the response only; ` +
-      `*arithmetic* — generated word problems (a count 0–9 that grows or shrinks by one or two: one-digit answers), ` +
+      "*arithmetic* — generated problems, the successor of a digit (`Q: Ann's pens, one more than 7` → `8`), " +
       "exact-match accuracy of greedy decoding (the answer's tokens through its newline).",
     `- Every method, per task, the same steps and rows (definitions: ${t.definitions.steps} steps of ${c.batchSize}×${t.definitions.blockSize} tokens; ` +
       `arithmetic: ${t.arithmetic.steps} steps of ${c.batchSize}×${t.arithmetic.blockSize}), the same batches for a seed, AdamW (weight decay 0), ` +

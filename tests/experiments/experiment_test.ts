@@ -124,6 +124,10 @@ Deno.test({
     equal(b.arithmetic.accuracy, b.arithmetic.hits / b.arithmetic.heldOut);
     ok(b.arithmetic.wilson[0] <= b.arithmetic.accuracy && b.arithmetic.accuracy <= b.arithmetic.wilson[1]);
     ok(r.claimRule.includes("2·SE"), "results.json states the claims' rule");
+    ok(
+      typeof r.majorityAnswer.answer === "string" && r.majorityAnswer.accuracy >= 0,
+      "the majority-answer floor",
+    );
     const speed = r.claims.find((c: { claim: string }) => c.claim.startsWith("LISA's steps are faster"));
     ok(speed && speed.evidence.includes(r.env.adapter), "the speed claim names the adapter");
     const ms = (k: string) => Math.round(r.methods[k].stats.definitions.msPerStep.mean);
