@@ -123,8 +123,8 @@ export const PRESETS: Record<string, Preset> = {
   },
   // GPT-2's vocabulary on a 17.6M-parameter model (12.9M of them the tied embedding and head), so
   // the weight-norm skew has the large embedding the paper's explanation needs. Sized by FLOPs (about
-  // 1.9e15 in all, 6 × parameters × tokens): about 15 minutes at 2 TFLOP/s (TensorFlow.js's WebGPU
-  // matmul reached 2.26 on an H200), about 85 at the 0.37 our tiled matmul measured there.
+  // 1.5e15 in all, 6 × parameters × tokens): about 15 minutes at 2 TFLOP/s with evaluations
+  // (TensorFlow.js's WebGPU matmul reached 2.26 on an H200), about 70 at the 0.37 our matmul measured.
   bpe: {
     name: "bpe",
     model: { vocabSize: 50257, blockSize: 128, nLayer: 6, nHead: 4, nEmbd: 256 },
