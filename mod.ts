@@ -83,6 +83,9 @@ export {
 } from "./core/ops/matmul.ts";
 export { gelu } from "./core/ops/gelu.ts";
 export { layerNorm } from "./core/ops/layernorm.ts";
+export { rmsNorm } from "./core/ops/rmsnorm.ts";
+export { checkRopeScaling, rope, ROPE_THETA } from "./core/ops/rope.ts";
+export { swiglu } from "./core/ops/swiglu.ts";
 export { crossEntropy } from "./core/ops/cross_entropy.ts";
 export { embedding, groupByToken } from "./core/ops/embedding.ts";
 export { globalNorm, l2Norm, mean, sum, sumColumns } from "./core/ops/reduce.ts";
@@ -120,6 +123,7 @@ export {
   type Module,
   normalArray,
   type ParamFactory,
+  RMSNorm,
 } from "./core/nn/layers.ts";
 export {
   Attention,

@@ -1,11 +1,13 @@
 /**
  * The layers GPT-2 is made of, named as in its checkpoints: Linear (GPT-2's Conv1D: weight stored
- * [in, out], y = x·W + b), LayerNorm and Embedding. Each owns its parameters (category `weights`).
+ * [in, out], y = x·W + b), LayerNorm and Embedding; and LLaMA's RMSNorm. Each owns its parameters
+ * (category `weights`).
  */
 import type { Gpu } from "../gpu.ts";
 import { embedding } from "../ops/embedding.ts";
 import { layerNorm } from "../ops/layernorm.ts";
 import { matmul } from "../ops/matmul.ts";
+import { rmsNorm } from "../ops/rmsnorm.ts";
 import type { Rng } from "../random.ts";
 import { empty, fromArray, full, shapeSize, type Tensor } from "../tensor.ts";
 
@@ -112,6 +114,30 @@ export class LayerNorm implements Module {
   /** `weight`, `bias`. */
   namedParameters(): [string, Tensor][] {
     return [["weight", this.weight], ["bias", this.bias]];
+  }
+}
+
+/** LLaMA's RMSNorm over the last dimension, weight 1 at init (Hugging Face's LlamaRMSNorm). */
+export class RMSNorm implements Module {
+  /** w [C]. */
+  weight: Tensor;
+  /** Added to the mean square (`rms_norm_eps`). */
+  readonly eps: number;
+
+  /** w = 1. */
+  constructor(make: ParamFactory, c: number, eps: number, name: string) {
+    this.eps = eps;
+    this.weight = make(`${name}.weight`, [c], { constant: 1 });
+  }
+
+  /** x · rsqrt(mean(x²) + eps) · w. */
+  forward(x: Tensor): Tensor {
+    return rmsNorm(x, this.weight, this.eps);
+  }
+
+  /** `weight`. */
+  namedParameters(): [string, Tensor][] {
+    return [["weight", this.weight]];
   }
 }
 

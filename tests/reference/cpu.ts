@@ -137,3 +137,50 @@ export function crossEntropyGradRef(
   }
   return g;
 }
+
+/** RMSNorm over rows of length c (Hugging Face's LlamaRMSNorm): x · rsqrt(mean(x²) + eps) · weight. */
+export function rmsNormRef(
+  x: ArrayLike<number>,
+  weight: ArrayLike<number>,
+  c: number,
+  eps: number,
+): Float64Array {
+  const y = new Float64Array(x.length);
+  for (let o = 0; o < x.length; o += c) {
+    let ms = 0;
+    for (let j = 0; j < c; j++) ms += x[o + j] ** 2;
+    const rstd = 1 / Math.sqrt(ms / c + eps);
+    for (let j = 0; j < c; j++) y[o + j] = x[o + j] * rstd * weight[j];
+  }
+  return y;
+}
+
+/**
+ * Hugging Face LLaMA's rotary embedding of x [B, T, H, D] at positions 0..T−1: x·cos + rotate_half(x)·sin,
+ * rotate_half(x) = cat(−x[D/2:], x[:D/2]), angle of pair i at t = t / theta^(2i/D).
+ */
+export function ropeRef(
+  x: ArrayLike<number>,
+  b: number,
+  t: number,
+  h: number,
+  d: number,
+  theta = 10000,
+): Float64Array {
+  const half = d / 2;
+  const y = new Float64Array(b * t * h * d);
+  for (let r = 0; r < b * t * h; r++) {
+    const pos = Math.floor(r / h) % t;
+    for (let i = 0; i < d; i++) {
+      const angle = pos / theta ** ((2 * (i % half)) / d);
+      const rotated = i < half ? -x[r * d + i + half] : x[r * d + i - half];
+      y[r * d + i] = x[r * d + i] * Math.cos(angle) + rotated * Math.sin(angle);
+    }
+  }
+  return y;
+}
+
+/** LLaMA's SwiGLU: silu(gate)·up elementwise, silu(g) = g/(1 + e^−g). */
+export function swigluRef(gate: ArrayLike<number>, up: ArrayLike<number>): Float64Array {
+  return Float64Array.from(gate, (g, i) => (g / (1 + Math.exp(-g))) * up[i]);
+}
