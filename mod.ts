@@ -154,6 +154,7 @@ export {
   downloadParameters,
   type KeyStyle,
   loadGPT2,
+  readTokenizer,
   saveGPT2,
 } from "./core/io/hf.ts";
 export {
@@ -178,6 +179,7 @@ export {
   type Tokenizer,
   tokenizerFor,
 } from "./core/data/tokenizer.ts";
+export { EOS_TOKENS, tokenizerFromJson, TokenizerJsonError } from "./core/data/hf_tokenizer.ts";
 export { brownToText, loadBrown, loadBrownTokens } from "./core/data/corpora.ts";
 export {
   type Dataset,

@@ -7,8 +7,8 @@ import { decode as bpeDecode, encode as bpeEncode } from "gpt-tokenizer/r50k_bas
 
 /** Text ↔ token ids. */
 export interface Tokenizer {
-  /** `bytes` or `gpt2`. */
-  readonly name: "bytes" | "gpt2";
+  /** `bytes`, `gpt2`, or `tokenizer.json` for one read from a model directory's Hugging Face file. */
+  readonly name: "bytes" | "gpt2" | "tokenizer.json";
   /** Number of ids. */
   readonly vocabSize: number;
   /** Id placed between documents, or null when the vocabulary has none (bytes: "\n\n" instead). */

@@ -3,9 +3,12 @@
  * (`wte.weight`) or `transformer.`-prefixed ones, an explicit `lm_head.weight` equal to wte (the
  * head is tied), and ignores the `attn.bias` / `attn.masked_bias` buffers; GPT-2's Conv1D weights
  * are stored (in, out), as our Linear keeps them. Saving writes the same layout, atomically.
+ * A directory's `tokenizer.json`, when it has one, is read by `readTokenizer`.
  */
 import type { Gpu } from "../gpu.ts";
 import type { Tensor } from "../tensor.ts";
+import type { Tokenizer } from "../data/tokenizer.ts";
+import { tokenizerFromJson } from "../data/hf_tokenizer.ts";
 import { GPT, type GPTConfig, validateConfig } from "../nn/gpt.ts";
 import {
   describe,
@@ -230,6 +233,22 @@ export async function loadGPT2(gpu: Gpu, dir: string): Promise<{ model: GPT; key
     throw e;
   }
   return { model, keyStyle };
+}
+
+/**
+ * The tokenizer of `<dir>/tokenizer.json`, or null when the directory has no such file. Throws
+ * `TokenizerJsonError` for a file it cannot use and `CheckpointError` for one it cannot read.
+ */
+export async function readTokenizer(dir: string): Promise<Tokenizer | null> {
+  const path = `${dir}/tokenizer.json`;
+  let bytes: Uint8Array;
+  try {
+    bytes = await Deno.readFile(path);
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) return null;
+    throw new CheckpointError(`${path}: cannot read (${oneLine((e as Error).message)})`);
+  }
+  return tokenizerFromJson(bytes, path);
 }
 
 /** `data`, when every value is finite; else an error naming the tensor and the first bad element. */
