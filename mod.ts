@@ -180,6 +180,14 @@ export {
   tokenizerFor,
 } from "./core/data/tokenizer.ts";
 export { EOS_TOKENS, tokenizerFromJson, TokenizerJsonError } from "./core/data/hf_tokenizer.ts";
+export {
+  type LlamaConfig,
+  llamaConfigFromHF,
+  llamaConfigToHF,
+  MODEL_TYPES,
+  type ModelType,
+  modelTypeOf,
+} from "./core/nn/llama_config.ts";
 export { brownToText, loadBrown, loadBrownTokens } from "./core/data/corpora.ts";
 export {
   type Dataset,
