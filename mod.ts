@@ -140,13 +140,26 @@ export {
   encodeSafetensors,
   f16ToF32,
   type F32Tensor,
+  f32ToBF16,
+  f32ToF16,
   readSafetensorsFile,
   type SafeDType,
   type SafeEntry,
   Safetensors,
   SafetensorsError,
+  tensorBytes,
+  type WriteDType,
   writeFileAtomic,
 } from "./core/io/safetensors.ts";
+export {
+  encodeShardedSafetensors,
+  INDEX_FILE,
+  readShardedSafetensors,
+  type SafetensorsLayout,
+  ShardedSafetensors,
+  type ShardEntry,
+  SINGLE_FILE,
+} from "./core/io/shards.ts";
 export {
   CheckpointError,
   configFromHF,
@@ -156,6 +169,7 @@ export {
   loadGPT2,
   readTokenizer,
   saveGPT2,
+  writeSafetensorsLayout,
 } from "./core/io/hf.ts";
 export {
   type CheckpointParts,

@@ -19,6 +19,7 @@ import {
   readSafetensorsFile,
   writeFileAtomic,
 } from "./safetensors.ts";
+import { INDEX_FILE, type SafetensorsLayout, SINGLE_FILE } from "./shards.ts";
 
 /** How tensor names are spelled in a checkpoint. */
 export type KeyStyle = "bare" | "transformer";
@@ -286,4 +287,39 @@ export async function saveGPT2(model: GPT, dir: string, keyStyle: KeyStyle = "ba
   for (const [name, t] of params) tensors[keyStyle === "transformer" ? `transformer.${name}` : name] = t;
   await writeFileAtomic(`${dir}/model.safetensors`, encodeSafetensors(tensors, { format: "pt" }));
   await writeFileAtomic(`${dir}/config.json`, JSON.stringify(configToHF(model.config), null, 2) + "\n");
+}
+
+const SHARD_NAME = /^model-\d{5}-of-\d{5}\.safetensors$/;
+
+/**
+ * Writes a checkpoint's weight files (from `encodeShardedSafetensors`) into `dir`, created if needed,
+ * keeping its other files. All files are written into a temporary folder inside `dir` first; then the
+ * old index is moved away, the weight files are renamed in, and the new index comes last, so at every
+ * moment an index in `dir` names only shards that are there and whole. Stale shards (and a stale
+ * `model.safetensors` when the new layout is sharded) are removed afterwards. (The folder swap of
+ * checkpoint.ts would not do here: it replaces the whole folder, config and tokenizer included.)
+ */
+export async function writeSafetensorsLayout(dir: string, layout: SafetensorsLayout): Promise<void> {
+  await Deno.mkdir(dir, { recursive: true });
+  const tmp = `${dir}/.safetensors.tmp-${Deno.pid}-${Date.now()}`;
+  await Deno.mkdir(tmp);
+  try {
+    for (const [file, bytes] of layout.files) await Deno.writeFile(`${tmp}/${file}`, bytes);
+    if (layout.index !== null) await Deno.writeTextFile(`${tmp}/${INDEX_FILE}`, layout.index);
+    await Deno.rename(`${dir}/${INDEX_FILE}`, `${tmp}/old.${INDEX_FILE}`).catch((e) => {
+      if (!(e instanceof Deno.errors.NotFound)) throw e;
+    });
+    for (const file of layout.files.keys()) await Deno.rename(`${tmp}/${file}`, `${dir}/${file}`);
+    if (layout.index !== null) await Deno.rename(`${tmp}/${INDEX_FILE}`, `${dir}/${INDEX_FILE}`);
+    for await (const e of Deno.readDir(dir)) {
+      const stale = e.isFile && !layout.files.has(e.name) &&
+        (SHARD_NAME.test(e.name) || (e.name === SINGLE_FILE && layout.index !== null));
+      if (stale) await Deno.remove(`${dir}/${e.name}`);
+      // A temporary folder left by a write that was killed holds nothing that is in place.
+      const left = e.isDirectory && e.name.startsWith(".safetensors.tmp-") && `${dir}/${e.name}` !== tmp;
+      if (left) await Deno.remove(`${dir}/${e.name}`, { recursive: true });
+    }
+  } finally {
+    await Deno.remove(tmp, { recursive: true }).catch(() => {});
+  }
 }

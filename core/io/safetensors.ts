@@ -1,7 +1,7 @@
 /**
  * safetensors read/write: 8-byte little-endian header length, a JSON header mapping names to
- * {dtype, shape, data_offsets}, then the data. F32 is read and written; F16 and BF16 are read and
- * converted to f32. Malformed files are rejected with one line naming the file, the key and the
+ * {dtype, shape, data_offsets}, then the data. F32, F16 and BF16 are read (as f32) and written (from
+ * f32, rounded to nearest even). Malformed files are rejected with one line naming the file, the key and the
  * offsets at fault. As the reference reader, the header is capped at 100 MB and tensors may not
  * overlap; unlike it, gaps and trailing bytes in the data section are allowed.
  */
@@ -229,15 +229,67 @@ export function f16ToF32(h: number): number {
   return s * (1 + f / 1024) * 2 ** (e - 15);
 }
 
-/** A tensor to write: shape and f32 values. */
+/** A tensor to write: shape, f32 values and the dtype to store them in (F32 when absent). */
 export interface F32Tensor {
   /** Dimensions. */
   shape: readonly number[];
   /** Row-major values. */
   data: Float32Array;
+  /** Stored element type; F32 when absent. Spelled out here so mod.ts needs no new export for it. */
+  dtype?: "F32" | "F16" | "BF16";
 }
 
-/** Serializes tensors (F32, in the given order) and string metadata to safetensors bytes. */
+/** The dtypes a tensor can be written in; values are f32 and rounded to nearest even on the way. */
+export type WriteDType = NonNullable<F32Tensor["dtype"]>;
+
+const F32_BITS = new Float32Array(1);
+const U32_BITS = new Uint32Array(F32_BITS.buffer);
+
+/** The BF16 bits of `x`: its top 16 f32 bits, rounded to nearest even; NaN stays a (quiet) NaN. */
+export function f32ToBF16(x: number): number {
+  F32_BITS[0] = x;
+  const u = U32_BITS[0];
+  // Adding 0x7fff plus the kept low bit would carry a NaN's payload into the exponent and sign.
+  if ((u & 0x7fffffff) > 0x7f800000) return (u >>> 16) | 0x40;
+  return ((u + 0x7fff + ((u >>> 16) & 1)) >>> 16) & 0xffff;
+}
+
+/** The IEEE half bits of `x`, rounded to nearest even: subnormals below 2^-14, Inf past 65504. */
+export function f32ToF16(x: number): number {
+  F32_BITS[0] = x;
+  const u = U32_BITS[0];
+  const sign = (u >>> 16) & 0x8000;
+  const e = (u >>> 23) & 0xff;
+  const m = u & 0x7fffff;
+  if (e === 0xff) return sign | 0x7c00 | (m ? 0x200 | (m >>> 13) : 0);
+  const exp = e - 127 + 15;
+  if (exp >= 31) return sign | 0x7c00;
+  if (exp <= 0) {
+    // Below half the smallest subnormal (2^-25): every such value, ties included, rounds to ±0.
+    if (exp < -10) return sign;
+    const mant = m | 0x800000;
+    const shift = 14 - exp;
+    let q = mant >>> shift;
+    const r = mant & ((1 << shift) - 1);
+    const half = 1 << (shift - 1);
+    if (r > half || (r === half && (q & 1))) q++;
+    return sign | q;
+  }
+  // A carry out of the mantissa steps the exponent, up to 0x7c00 (Inf): the right answer.
+  let q = (exp << 10) | (m >>> 13);
+  const r = m & 0x1fff;
+  if (r > 0x1000 || (r === 0x1000 && (q & 1))) q++;
+  return sign | q;
+}
+
+const WRITE_BYTES: Record<WriteDType, number> = { F32: 4, F16: 2, BF16: 2 };
+
+/** Bytes `t` takes in a file, in its dtype. */
+export function tensorBytes(t: F32Tensor): number {
+  return t.data.length * WRITE_BYTES[t.dtype ?? "F32"];
+}
+
+/** Serializes tensors (in order, each in its dtype, F32 by default) and metadata to safetensors bytes. */
 export function encodeSafetensors(
   tensors: Record<string, F32Tensor>,
   metadata: Record<string, string> = {},
@@ -250,8 +302,10 @@ export function encodeSafetensors(
     if (n !== t.data.length) {
       throw new Error(`safetensors: ${name} has ${t.data.length} values for shape [${t.shape}]`);
     }
-    header[name] = { dtype: "F32", shape: [...t.shape], data_offsets: [offset, offset + n * 4] };
-    offset += n * 4;
+    const dtype = t.dtype ?? "F32";
+    if (!Object.hasOwn(WRITE_BYTES, dtype)) throw new Error(`safetensors: ${name} has dtype ${dtype}`);
+    header[name] = { dtype, shape: [...t.shape], data_offsets: [offset, offset + tensorBytes(t)] };
+    offset += tensorBytes(t);
   }
   let json = JSON.stringify(header);
   // Pad the header with spaces so the data starts 8-byte aligned, as the reference writer does.
@@ -263,8 +317,13 @@ export function encodeSafetensors(
   let at = 8 + head.length;
   const dv = new DataView(out.buffer);
   for (const t of Object.values(tensors)) {
-    for (let i = 0; i < t.data.length; i++) dv.setFloat32(at + i * 4, t.data[i], true);
-    at += t.data.length * 4;
+    const dtype = t.dtype ?? "F32";
+    const n = t.data.length;
+    if (dtype === "F32") { for (let i = 0; i < n; i++) dv.setFloat32(at + i * 4, t.data[i], true); }
+    else if (dtype === "F16") {
+      for (let i = 0; i < n; i++) dv.setUint16(at + i * 2, f32ToF16(t.data[i]), true);
+    } else for (let i = 0; i < n; i++) dv.setUint16(at + i * 2, f32ToBF16(t.data[i]), true);
+    at += tensorBytes(t);
   }
   return out;
 }
