@@ -162,11 +162,13 @@ export {
 } from "./core/io/shards.ts";
 export {
   CheckpointError,
+  type CheckpointTensors,
   configFromHF,
   configToHF,
   downloadParameters,
   type KeyStyle,
   loadGPT2,
+  readCheckpointTensors,
   readTokenizer,
   saveGPT2,
   writeSafetensorsLayout,

@@ -17,9 +17,10 @@ import {
   label,
   oneLine,
   readSafetensorsFile,
+  type SafeEntry,
   writeFileAtomic,
 } from "./safetensors.ts";
-import { INDEX_FILE, type SafetensorsLayout, SINGLE_FILE } from "./shards.ts";
+import { INDEX_FILE, readShardedSafetensors, type SafetensorsLayout, SINGLE_FILE } from "./shards.ts";
 
 /** How tensor names are spelled in a checkpoint. */
 export type KeyStyle = "bare" | "transformer";
@@ -322,4 +323,56 @@ export async function writeSafetensorsLayout(dir: string, layout: SafetensorsLay
   } finally {
     await Deno.remove(tmp, { recursive: true }).catch(() => {});
   }
+}
+
+/** Tensors of a checkpoint folder, one file or shards: names, header entries, f32 values. */
+export interface CheckpointTensors {
+  /** Header entries (dtype, shape) by tensor name. */
+  readonly entries: ReadonlyMap<string, SafeEntry>;
+  /** Tensor names, in file order. */
+  names(): string[];
+  /** The values of `name` as f32 (F16/BF16 converted). */
+  getF32(name: string): Float32Array;
+}
+
+/**
+ * The weights of a Hugging Face model folder: `model.safetensors.index.json` and its shards when the
+ * index is there, else `model.safetensors`; `sharded` says which (a save writes the same layout back).
+ * Neither present: an error naming both and saying that `.bin` checkpoints must be converted.
+ */
+export async function readCheckpointTensors(
+  dir: string,
+): Promise<{ tensors: CheckpointTensors; sharded: boolean; where: string }> {
+  const indexPath = `${dir}/${INDEX_FILE}`;
+  let indexText: string | null = null;
+  try {
+    indexText = await Deno.readTextFile(indexPath);
+  } catch (e) {
+    if (!(e instanceof Deno.errors.NotFound)) {
+      throw new CheckpointError(`${indexPath}: cannot read (${oneLine((e as Error).message)})`);
+    }
+  }
+  if (indexText !== null) {
+    const tensors = await readShardedSafetensors(
+      indexText,
+      async (file) => {
+        try {
+          return await Deno.readFile(`${dir}/${file}`);
+        } catch (e) {
+          throw new CheckpointError(`${dir}/${file}: cannot read (${oneLine((e as Error).message)})`);
+        }
+      },
+      indexPath,
+    );
+    return { tensors, sharded: true, where: indexPath };
+  }
+  const single = `${dir}/${SINGLE_FILE}`;
+  try {
+    await Deno.stat(single);
+  } catch {
+    throw new CheckpointError(
+      `${dir}: neither ${INDEX_FILE} nor ${SINGLE_FILE} (only safetensors checkpoints are read; convert pytorch_model.bin first)`,
+    );
+  }
+  return { tensors: await readSafetensorsFile(single), sharded: false, where: single };
 }
