@@ -86,6 +86,7 @@ export { layerNorm } from "./core/ops/layernorm.ts";
 export { rmsNorm } from "./core/ops/rmsnorm.ts";
 export { checkRopeScaling, rope, ROPE_THETA } from "./core/ops/rope.ts";
 export { swiglu } from "./core/ops/swiglu.ts";
+export { concatLast } from "./core/ops/concat.ts";
 export { crossEntropy } from "./core/ops/cross_entropy.ts";
 export { embedding, groupByToken } from "./core/ops/embedding.ts";
 export { globalNorm, l2Norm, mean, sum, sumColumns } from "./core/ops/reduce.ts";
