@@ -42,16 +42,27 @@ function ropeTable(t: number, d: number, theta: number = ROPE_THETA): Float32Arr
 /**
  * x [B, T, H, D] with rotary position embeddings applied at positions 0..T−1 (same result shape):
  * x · cos + rotate_half(x) · sin, rotate_half(x) = cat(−x[D/2:], x[:D/2]), theta = rope_theta.
+ * A projection's output [B, T, H·D] is taken as it is with `heads` = H (the same memory layout).
  */
-export function rope(x: Tensor, theta: number = ROPE_THETA): Tensor {
+export function rope(x: Tensor, theta: number = ROPE_THETA, heads?: number): Tensor {
   expectF32("rope", x);
+  if (heads !== undefined && x.shape.length === 3) {
+    const [b, t, c] = x.shape;
+    if (!(Number.isInteger(heads) && heads > 0 && c % heads === 0 && (c / heads) % 2 === 0)) {
+      throw new Error(`rope: x ${fmt(x.shape)} does not split into ${heads} heads of an even size`);
+    }
+    return ropeOf(x, theta, [b, t, heads, c / heads]);
+  }
   if (x.shape.length !== 4 || x.shape[3] % 2 !== 0) {
     throw new Error(`rope: x ${fmt(x.shape)} must be [B, T, H, D] with an even head dimension D`);
   }
+  return ropeOf(x, theta, x.shape as [number, number, number, number]);
+}
+
+function ropeOf(x: Tensor, theta: number, [b, t, h, d]: readonly number[]): Tensor {
   if (!(theta > 0 && Number.isFinite(theta))) {
     throw new Error(`rope: theta ${theta} must be a positive finite number`);
   }
-  const [b, t, h, d] = x.shape;
   const s: RopeShape = { b, t, h, d };
   const gpu = x.gpu;
   const table = fromArray(gpu, ropeTable(t, d, theta), [2, t, d / 2], { name: "rope_table" });

@@ -113,3 +113,17 @@ gpuTest("rope over more than 65,535 workgroups of pairs (a 2-D dispatch) turns e
   assertClose(ropeRef(await x.grad!.download(), b, t, h, d), gs, { what: "rope(backward(g))" });
   for (const u of [x, y, g]) u.dispose();
 });
+
+gpuTest("rope on a projection's [B, T, H·D] output with `heads` is the [B, T, H, D] rope", async (gpu) => {
+  const [b, t, h, d] = [2, 5, 3, 8];
+  await checkOp(gpu, {
+    shapes: [[b, t, h * d]],
+    run: ([x]) => rope(x, 10000, h),
+    reference: ([x]) => ropeRef(x, b, t, h, d, 10000),
+    maxDifferences: 40,
+  });
+  const x = fromArray(gpu, new Float32Array(b * t * 12), [b, t, 12]);
+  throws(() => rope(x, 10000, 4), /does not split into 4 heads of an even size/);
+  throws(() => rope(x, 10000, 5), /does not split into 5 heads/);
+  x.dispose();
+});
