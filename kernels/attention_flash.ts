@@ -1,6 +1,7 @@
 /**
- * Flash attention for the GPU kernel family, on GPT-2's packed qkv [B, T, 3C] like attention.ts and
- * with the same bindings, log-sum-exp [B, H, T] and D = rowsum(dO ⊙ O), so the op swaps one set of
+ * Flash attention for the GPU kernel family, on the packed qkv rows of attention.ts (GPT-2's [B, T, 3C],
+ * or grouped: H q heads, Hkv k heads, Hkv v heads, query head h reading k/v head h / G) and with the
+ * same bindings, log-sum-exp [B, H, T] and D = rowsum(dO ⊙ O), so the op swaps one set of
  * kernels for the other.
  *
  * Work split: one query (forward, dQ) or one key (dK/dV) per thread, and the other side staged a
@@ -21,7 +22,16 @@
  * blocks to visit are dispatched first. Deterministic: each output element is written once, by one
  * thread, and no atomics are used.
  */
-import { type AttentionShape, sumOver, unroll } from "./attention.ts";
+import {
+  type AttentionShape,
+  grouped,
+  groupedConstants,
+  type GroupSpan,
+  kvColumn,
+  qkvWidth,
+  sumOver,
+  unroll,
+} from "./attention.ts";
 import { f32, grid, type Kernel, WGSL_GRID_PARAMS, WGSL_GROUP_INDEX } from "./kernel.ts";
 
 /** Largest head dimension the flash kernels take: a thread's accumulators must fit in registers. */
@@ -84,9 +94,9 @@ function header(s: AttentionShape, bindings: [string, "read" | "read_write", "ve
 const H = ${s.h}u;
 const HD4 = ${s.hd / 4}u;
 const C4 = ${c4}u;
-const W = ${3 * c4}u;
+const W = ${qkvWidth(s) / 4}u;
 const SCALE = ${f32(1 / Math.sqrt(s.hd))};
-${
+${groupedConstants(s)}${
     bindings.map(([name, access, type], i) =>
       `@group(0) @binding(${i}) var<storage, ${access}> ${name}: array<${type}>;`
     ).join("\n")
@@ -94,11 +104,16 @@ ${
 }
 
 function key(s: AttentionShape, tile: FlashTile): string {
-  return `b${s.b}_t${s.t}_h${s.h}_hd${s.hd}_r${tile.threads}_c${tile.block}`;
+  const kv = grouped(s) ? `_kv${s.hkv}` : "";
+  return `b${s.b}_t${s.t}_h${s.h}_hd${s.hd}${kv}_r${tile.threads}_c${tile.block}`;
 }
 
-/** vec4 `c` of head h in row `row` (absolute, B·T rows) of qkv part `part` (0 q, 1 k, 2 v). */
-function qkvAt(part: number): (row: string, c: string) => string {
+/**
+ * vec4 `c` in row `row` (absolute, B·T rows) of qkv part `part`: q head h (0), or the k (1) or v (2)
+ * head query head h reads.
+ */
+function qkvAt(s: AttentionShape, part: 0 | 1 | 2): (row: string, c: string) => string {
+  if (part > 0 && grouped(s)) return (row, c) => `qkv[(${row}) * W + ${kvColumn(s, part as 1 | 2)} + ${c}]`;
   return (row, c) => `qkv[(${row}) * W + ${part ? `${part}u * C4 + ` : ""}h * HD4 + ${c}]`;
 }
 
@@ -179,7 +194,7 @@ fn main(${WGSL_GRID_PARAMS}) {
   let bh = grp % ${s.b * s.h}u;
   let i0 = (${nqb - 1}u - grp / ${s.b * s.h}u) * ${threads}u;
   let b = bh / H;
-  let h = bh % H;
+  let h = bh % H;${grouped(s) ? "\n  let kvh = h / G;" : ""}
   let base = b * T;
   let i = i0 + lid;
   let ic = min(i, T - 1u);
@@ -191,9 +206,10 @@ fn main(${WGSL_GRID_PARAMS}) {
  * its `chunk`-key chunks up to that query; `body` sees the chunk's first key `j1` and its first vec4 `o`
  * in `ks` and `vs`.
  */
-function overKeyChunks(hd4: number, tile: FlashTile, chunk: number, body: string): string {
-  const stageKV = (name: string, part: number) =>
-    stage(name, tile.block, hd4, tile.threads, hd4, "j0", qkvAt(part)).replaceAll("\n", "\n  ");
+function overKeyChunks(s: AttentionShape, tile: FlashTile, chunk: number, body: string): string {
+  const hd4 = s.hd / 4;
+  const stageKV = (name: string, part: 1 | 2) =>
+    stage(name, tile.block, hd4, tile.threads, hd4, "j0", qkvAt(s, part)).replaceAll("\n", "\n  ");
   return `  for (var kb = 0u; kb <= ilast / ${tile.block}u; kb++) {
     let j0 = kb * ${tile.block}u;
     workgroupBarrier();
@@ -222,7 +238,7 @@ var<workgroup> vs: array<vec4<f32>, ${tile.block * hd4}>;`;
 export function flashForwardKernel(s: AttentionShape, tile: FlashTile): Kernel {
   const hd4 = s.hd / 4;
   const [qInRegisters] = ownInRegisters("forward", s.hd);
-  const q = ownRow("q", qInRegisters, hd4, tile.threads, "i0", qkvAt(0), " * SCALE");
+  const q = ownRow("q", qInRegisters, hd4, tile.threads, "i0", qkvAt(s, 0), " * SCALE");
   const at = (tileName: string, jj: number, d: number) => `${tileName}[o + ${jj * hd4 + d}u]`;
   // One online-softmax step per chunk: its scores in registers, one rescale of the accumulator.
   // Masked scores are −3e38, so exp gives 0; the first chunk holds key 0, which every query sees, so
@@ -265,7 +281,7 @@ ${q.load}
 ${unroll(hd4, (d) => `var acc${d} = vec4<f32>();`)}
   var m = -3.0e38;
   var l = 0.0;
-${overKeyChunks(hd4, tile, SOFTMAX_CHUNK, chunk)}
+${overKeyChunks(s, tile, SOFTMAX_CHUNK, chunk)}
   if (i < T) {
 ${unroll(hd4, (d) => `${rowsAt("out")("base + i", `${d}u`)} = acc${d} / l;`, "    ")}
     lse[bh * T + i] = m + log(l);
@@ -281,7 +297,7 @@ ${unroll(hd4, (d) => `${rowsAt("out")("base + i", `${d}u`)} = acc${d} / l;`, "  
 export function flashBackwardQueryKernel(s: AttentionShape, tile: FlashTile): Kernel {
   const hd4 = s.hd / 4;
   const [qIn, gIn] = ownInRegisters("query", s.hd);
-  const q = ownRow("q", qIn, hd4, tile.threads, "i0", qkvAt(0), " * SCALE");
+  const q = ownRow("q", qIn, hd4, tile.threads, "i0", qkvAt(s, 0), " * SCALE");
   const g = ownRow("g", gIn, hd4, tile.threads, "i0", rowsAt("dout"));
   const at = (tileName: string, jj: number, d: number) => `${tileName}[o + ${jj * hd4 + d}u]`;
   const perKey = (jj: number) =>
@@ -320,7 +336,7 @@ ${g.load}
     };
   let l = lse[bh * T + ic];
 ${unroll(hd4, (d) => `var dq${d} = vec4<f32>();`)}
-${overKeyChunks(hd4, tile, CHUNK, unroll(CHUNK, perKey, "      "))}
+${overKeyChunks(s, tile, CHUNK, unroll(CHUNK, perKey, "      "))}
   if (i < T) {
     dd[bh * T + i] = dsum;
 ${unroll(hd4, (d) => `dqkv[(base + i) * W + h * HD4 + ${d}u] = dq${d} * SCALE;`, "    ")}
@@ -331,9 +347,15 @@ ${unroll(hd4, (d) => `dqkv[(base + i) * W + h * HD4 + ${d}u] = dq${d} * SCALE;`,
 
 /**
  * Backward per key block: dK and dV into the k and v columns of dqkv (columns c0 … c0 + PW − 1 of the
- * head when split), q, dO, lse and D staged per query block. Bindings: qkv, dout, lse, dd, dqkv.
+ * head when split), q, dO, lse and D staged per query block. Grouped: per k/v head, a loop over the
+ * query heads `span` of its group around the query blocks (added to what an earlier span wrote when
+ * it does not start the group). Bindings: qkv, dout, lse, dd, dqkv.
  */
-export function flashBackwardKeyValueKernel(s: AttentionShape, tile: FlashTile): Kernel {
+export function flashBackwardKeyValueKernel(
+  s: AttentionShape,
+  tile: FlashTile,
+  span: GroupSpan = { first: 0, count: s.h / s.hkv },
+): Kernel {
   if (tile.block > tile.threads) {
     throw new Error(
       `attention_flash_backward_kv: ${tile.block} staged queries need as many threads, not ${tile.threads}`,
@@ -345,8 +367,9 @@ export function flashBackwardKeyValueKernel(s: AttentionShape, tile: FlashTile):
   const nkb = Math.ceil(s.t / tile.threads);
   const nqb = Math.ceil(s.t / tile.block);
   const [kIn, vIn] = ownInRegisters("keyValue", s.hd);
-  const k = ownRow("k", kIn, hd4, tile.threads, "j0", qkvAt(1), " * SCALE");
-  const v = ownRow("v", vIn, hd4, tile.threads, "j0", qkvAt(2));
+  const k = ownRow("k", kIn, hd4, tile.threads, "j0", qkvAt(s, 1), " * SCALE");
+  const v = ownRow("v", vIn, hd4, tile.threads, "j0", qkvAt(s, 2));
+  const heads = s.b * s.hkv;
   const col = (d: number) => (parts > 1 ? `c0 + ${d}u` : `${d}u`);
   const at = (tileName: string, ii: number, d: number | string) => `${tileName}[o + ${ii * hd4}u + ${d}]`;
   const perQuery = (ii: number) =>
@@ -359,17 +382,48 @@ ${unroll(pw, (d) => `dk${d} += ds * ${at("qs", ii, col(d))};`, "        ")}
       }`;
   // With an odd column split the last part's final columns lie past the head.
   const write = (d: number) => {
-    const line = `dqkv[(base + j) * W + C4 + h * HD4 + ${col(d)}] = dk${d} * SCALE;
-    dqkv[(base + j) * W + 2u * C4 + h * HD4 + ${col(d)}] = dv${d};`;
+    const assign = span.first > 0 ? "+=" : "=";
+    const line = `dqkv[(base + j) * W + ${kvColumn(s, 1)} + ${col(d)}] ${assign} dk${d} * SCALE;
+    dqkv[(base + j) * W + ${kvColumn(s, 2)} + ${col(d)}] ${assign} dv${d};`;
     return parts * pw > hd4 && d === pw - 1 ? `if (${col(d)} < HD4) {\n    ${line}\n    }` : line;
   };
   const stageRows = (dst: string, src: (row: string, c: string) => string) =>
     stage(dst, tile.block, hd4, tile.threads, hd4, "i0", src).replaceAll("\n", "\n  ");
+  const queryBlocks = `  for (var qb = j0 / ${tile.block}u; qb < ${nqb}u; qb++) {
+    let i0 = qb * ${tile.block}u;
+    workgroupBarrier();
+  ${stageRows("qs", qkvAt(s, 0))}
+  ${stageRows("gs", rowsAt("dout"))}
+    if (lid < ${tile.block}u) {
+      let row = bh * T + min(i0 + lid, T - 1u);
+      ls[lid] = lse[row];
+      dds[lid] = dd[row];
+    }
+    workgroupBarrier();
+    // Chunks wholly before the block's first key or past the sequence see only masked queries.
+    for (var c = (max(i0, j0) - i0) / ${CHUNK}u; c < min(${
+    tile.block / CHUNK
+  }u, (T - 1u - i0) / ${CHUNK}u + 1u); c++) {
+      let r = c * ${CHUNK}u;
+      let i1 = i0 + r;
+      let o = r * HD4;
+${unroll(CHUNK, perQuery, "      ")}
+    }
+  }`;
+  // Grouped: the group's query heads in a loop around the query blocks, summing into dk and dv.
+  const overQueries = grouped(s)
+    ? `  for (var gh = ${span.first}u; gh < ${span.first + span.count}u; gh++) {
+    let h = kvh * G + gh;
+    let bh = b * H + h;
+  ${queryBlocks.replaceAll("\n", "\n  ")}
+  }`
+    : queryBlocks;
+  const perHead = chunkLoops(nqb, tile.block, CHUNK);
   return {
     name: "attention_flash_backward_kv",
-    key: key(s, tile),
-    loops: chunkLoops(nqb, tile.block, CHUNK),
-    workgroups: grid(s.b * s.h * nkb * parts),
+    key: grouped(s) ? `${key(s, tile)}_g${span.first}_${span.count}` : key(s, tile),
+    loops: grouped(s) ? span.count * (1 + perHead) : perHead,
+    workgroups: grid(heads * nkb * parts),
     code: `${
       header(s, [
         ["qkv", "read", "vec4<f32>"],
@@ -388,13 +442,12 @@ ${v.decl}
 @compute @workgroup_size(${tile.threads})
 fn main(${WGSL_GRID_PARAMS}) {
   let grp = ${WGSL_GROUP_INDEX};
-  if (grp >= ${s.b * s.h * nkb * parts}u) { return; }
-  let bh = (grp / ${parts}u) % ${s.b * s.h}u;
-  let j0 = (grp / ${parts * s.b * s.h}u) * ${tile.threads}u;${
+  if (grp >= ${heads * nkb * parts}u) { return; }
+  let ${grouped(s) ? "bkv" : "bh"} = (grp / ${parts}u) % ${heads}u;
+  let j0 = (grp / ${parts * heads}u) * ${tile.threads}u;${
       parts > 1 ? `\n  let c0 = (grp % ${parts}u) * ${pw}u;` : ""
     }
-  let b = bh / H;
-  let h = bh % H;
+${grouped(s) ? "  let b = bkv / HKV;\n  let kvh = bkv % HKV;" : "  let b = bh / H;\n  let h = bh % H;"}
   let base = b * T;
   let j = j0 + lid;
   let jc = min(j, T - 1u);
@@ -402,27 +455,7 @@ ${k.load}
 ${v.load}
 ${unroll(pw, (d) => `var dk${d} = vec4<f32>();`)}
 ${unroll(pw, (d) => `var dv${d} = vec4<f32>();`)}
-  for (var qb = j0 / ${tile.block}u; qb < ${nqb}u; qb++) {
-    let i0 = qb * ${tile.block}u;
-    workgroupBarrier();
-  ${stageRows("qs", qkvAt(0))}
-  ${stageRows("gs", rowsAt("dout"))}
-    if (lid < ${tile.block}u) {
-      let row = bh * T + min(i0 + lid, T - 1u);
-      ls[lid] = lse[row];
-      dds[lid] = dd[row];
-    }
-    workgroupBarrier();
-    // Chunks wholly before the block's first key or past the sequence see only masked queries.
-    for (var c = (max(i0, j0) - i0) / ${CHUNK}u; c < min(${
-      tile.block / CHUNK
-    }u, (T - 1u - i0) / ${CHUNK}u + 1u); c++) {
-      let r = c * ${CHUNK}u;
-      let i1 = i0 + r;
-      let o = r * HD4;
-${unroll(CHUNK, perQuery, "      ")}
-    }
-  }
+${overQueries}
   if (j < T) {
 ${unroll(pw, write, "    ")}
   }

@@ -18,7 +18,7 @@ import {
   tileThreads,
   tileWorkgroupBytes,
 } from "./matmul.ts";
-import type { AttentionShape } from "./attention.ts";
+import { type AttentionShape, qkvWidth } from "./attention.ts";
 import {
   FLASH_MAX_HEAD_DIM,
   type FlashPass,
@@ -163,7 +163,7 @@ export interface AttentionLimits {
 
 /**
  * The fused attention variant for `s` in `family`: flash on GPUs where {@link flashPlan} finds blocks
- * (else storage); on software adapters textures when q|k|v rows and B·T fit a texture, else storage.
+ * (else storage); on software adapters textures when packed qkv rows and B·T fit a texture, else storage.
  */
 export function attentionVariant(
   family: KernelFamily,
@@ -172,7 +172,7 @@ export function attentionVariant(
 ): AttentionVariant {
   if (family === "gpu") return flashPlan(s, limits) ? "flash" : "storage";
   const max = limits.maxTextureDimension2D;
-  return (3 * s.h * s.hd) / 4 <= max && s.b * s.t <= max ? "texture" : "storage";
+  return qkvWidth(s) / 4 <= max && s.b * s.t <= max ? "texture" : "storage";
 }
 
 // Flash blocks, largest first: 64 threads (two NVIDIA warps) share each staged block; 16 only where

@@ -1,11 +1,23 @@
 import { deepEqual, equal, ok, throws } from "node:assert/strict";
-import { attention } from "../../core/ops/attention.ts";
+import { attention, attentionShape, keyValueKernels } from "../../core/ops/attention.ts";
 import { fromArray } from "../../core/tensor.ts";
-import { backward } from "../../core/autograd.ts";
+import { backward, savedActivationBytes } from "../../core/autograd.ts";
 import type { Gpu } from "../../core/gpu.ts";
-import { type FlashPass, flashWorkgroupBytes } from "../../kernels/attention_flash.ts";
+import {
+  attentionBackwardKeyValueKernel,
+  attentionForwardKernel,
+  type AttentionShape,
+  type GroupSpan,
+} from "../../kernels/attention.ts";
+import {
+  flashBackwardKeyValueKernel,
+  flashForwardKernel,
+  type FlashPass,
+  flashWorkgroupBytes,
+} from "../../kernels/attention_flash.ts";
+import type { KernelFamily } from "../../kernels/select.ts";
 import { attentionVariant, flashPlan } from "../../kernels/select.ts";
-import { attentionRef } from "../reference/cpu.ts";
+import { attentionRef, groupedAttentionRef } from "../reference/cpu.ts";
 import { assertClose, checkOp, gpuTest, param, randomArray, rng } from "../helpers.ts";
 
 // T = 13 is not a multiple of the 8-key block; hd = 8.
@@ -108,7 +120,7 @@ gpuTest("flash attention with 16 KiB of workgroup memory runs smaller blocks and
   limits.maxComputeWorkgroupStorageSize = 16384;
   try {
     const [b, t, c, h] = LONG;
-    const plan = flashPlan({ b, t, h, hd: c / h }, limits);
+    const plan = flashPlan({ b, t, h, hd: c / h, hkv: h }, limits);
     ok(plan && plan.keyValue.threads < 32 && plan.query.threads < 64, "the test needs smaller blocks");
     await agreesWithUnfused(gpu, LONG, { variant: "flash" });
   } finally {
@@ -117,7 +129,7 @@ gpuTest("flash attention with 16 KiB of workgroup memory runs smaller blocks and
 }, { kernels: "gpu" });
 
 Deno.test("flash blocks fit the workgroup memory they are planned for, largest first", () => {
-  const gpt2 = { b: 8, t: 1024, h: 12, hd: 64 };
+  const gpt2 = { b: 8, t: 1024, h: 12, hd: 64, hkv: 12 };
   // An H200 gives 48 KiB: 64 queries or keys per workgroup in every pass.
   deepEqual(flashPlan(gpt2, { maxComputeWorkgroupStorageSize: 49152 }), {
     forward: { threads: 64, block: 32 },
@@ -140,7 +152,7 @@ Deno.test("flash blocks fit the workgroup memory they are planned for, largest f
 });
 
 Deno.test("attention variants: flash on GPUs where it fits, textures on software adapters where they fit", () => {
-  const s = { b: 8, t: 1024, h: 12, hd: 64 };
+  const s = { b: 8, t: 1024, h: 12, hd: 64, hkv: 12 };
   const limits = { maxComputeWorkgroupStorageSize: 49152, maxTextureDimension2D: 16384 };
   equal(attentionVariant("gpu", s, limits), "flash");
   equal(attentionVariant("gpu", { ...s, hd: 256 }, limits), "storage");
@@ -158,3 +170,211 @@ gpuTest("attention refuses shapes that do not split into heads", (gpu) => {
   throws(() => attention(wide, 1, { variant: "flash" }), /flash kernels take heads up to 128/);
   for (const t of [x, y, wide]) t.dispose();
 });
+
+// Grouped-query attention (LLaMA's num_key_value_heads < num_attention_heads), sizes [b, t, h, hkv, hd]:
+// two query heads per k/v head with T below one 8-key block; multi-query (every query head reads the
+// one k/v head) with hd = 12 (3 vec4s) and T = 33 past a 32-query staged block; and H = Hkv.
+const GROUPED = [[2, 7, 4, 2, 8], [1, 33, 6, 1, 12], [1, 33, 3, 3, 12]];
+
+type Options = Parameters<typeof attention>[2];
+
+const GROUPED_VARIANTS: [string, Options, KernelFamily | undefined][] = [
+  ["storage reads", { variant: "storage" }, undefined],
+  ["texture reads", { variant: "texture" }, undefined],
+  ["flash", { variant: "flash" }, "gpu"],
+  ["non-fused", { fused: false }, undefined],
+];
+
+Deno.test("the grouped CPU reference with Hkv = H is GPT-2's attention reference", () => {
+  const [b, t, h, hd] = [2, 5, 3, 4];
+  const qkv = randomArray(rng(3), b * t * 3 * h * hd);
+  assertClose(groupedAttentionRef(qkv, b, t, h, h, hd), attentionRef(qkv, b, t, h * hd, h), { atol: 1e-12 });
+});
+
+for (const [label, opts, kernels] of GROUPED_VARIANTS) {
+  gpuTest(
+    `grouped-query attention (${label}) matches the CPU reference and finite differences`,
+    async (gpu) => {
+      for (const [b, t, h, hkv, hd] of GROUPED) {
+        await checkOp(gpu, {
+          shapes: [[b, t, (h + 2 * hkv) * hd]],
+          run: ([qkv]) => attention(qkv, h, { ...opts, nKvHead: hkv }),
+          reference: ([qkv]) => groupedAttentionRef(qkv, b, t, h, hkv, hd),
+          seed: t + h,
+          gradRtol: 2e-3,
+          gradAtol: 2e-4,
+          maxDifferences: 120,
+        });
+      }
+    },
+    { kernels },
+  );
+}
+
+/** Forward values and qkv gradient of grouped attention of sizes [b, t, h, hkv, hd] (seeded data). */
+async function groupedValuesAndGrad(
+  gpu: Gpu,
+  [b, t, h, hkv, hd]: number[],
+  opts: Options,
+): Promise<{ values: Float32Array; grad: Float32Array }> {
+  const rand = rng(11);
+  const data = randomArray(rand, b * t * (h + 2 * hkv) * hd, -2, 2);
+  const w = randomArray(rand, b * t * h * hd);
+  const qkv = param(gpu, data, [b, t, (h + 2 * hkv) * hd], "qkv");
+  const wt = fromArray(gpu, w, [b, t, h * hd]);
+  const out = attention(qkv, h, { ...opts, nKvHead: hkv });
+  deepEqual(out.shape, [b, t, h * hd]);
+  const values = await out.download();
+  backward(out, wt);
+  const grad = await qkv.grad!.download();
+  for (const x of [qkv, out, wt]) x.dispose();
+  return { values, grad };
+}
+
+for (const [label, opts, kernels] of GROUPED_VARIANTS.slice(0, 3)) {
+  gpuTest(
+    `grouped-query attention (${label}) agrees with the non-fused path, forward and backward`,
+    async (gpu) => {
+      for (const sizes of GROUPED) {
+        const fused = await groupedValuesAndGrad(gpu, sizes, opts);
+        const unfused = await groupedValuesAndGrad(gpu, sizes, { fused: false });
+        assertClose(fused.values, unfused.values, { what: `forward ${sizes}`, atol: 1e-5 });
+        assertClose(fused.grad, unfused.grad, { what: `gradient ${sizes}`, atol: 1e-5 });
+      }
+    },
+    { kernels },
+  );
+
+  gpuTest(`attention (${label}) with nKvHead = nHead gives GPT-2's results bit for bit`, async (gpu) => {
+    const sizes = [2, 33, 3, 3, 12];
+    const mha = await groupedValuesAndGrad(gpu, sizes, opts);
+    const rand = rng(11);
+    const [b, t, h, , hd] = sizes;
+    const data = randomArray(rand, b * t * 3 * h * hd, -2, 2);
+    const w = randomArray(rand, b * t * h * hd);
+    const gpt2 = await valuesAndGrad(gpu, data, w, [b, t, h * hd, h], opts);
+    deepEqual(mha.values, gpt2.values);
+    deepEqual(mha.grad, gpt2.grad);
+  }, { kernels });
+}
+
+gpuTest("attention with nKvHead = nHead runs GPT-2's kernels, without a group loop", (gpu) => {
+  const qkv = fromArray(gpu, new Float32Array(2 * 7 * 3 * 16), [2, 7, 3 * 16]);
+  const s = attentionShape(qkv, 2, 2);
+  deepEqual(s, attentionShape(qkv, 2));
+  deepEqual(s, { b: 2, t: 7, h: 2, hd: 8, hkv: 2 });
+  const plan = flashPlan(s, gpu.info.limits)!;
+  for (
+    const kernel of [
+      attentionForwardKernel(s, "texture"),
+      attentionBackwardKeyValueKernel(s, "storage"),
+      flashForwardKernel(s, plan.forward),
+      flashBackwardKeyValueKernel(s, plan.keyValue),
+    ]
+  ) {
+    ok(!/kvh|HKV|\bG\b|_kv/.test(kernel.code + kernel.key), `${kernel.name} has no grouped code`);
+  }
+  qkv.dispose();
+});
+
+/** Bytes the tape saves for, and peak live bytes of, one fused attention forward and backward. */
+async function attentionBytes(gpu: Gpu, [b, t, h, hkv, hd]: number[], opts: Options) {
+  const width = (h + 2 * hkv) * hd;
+  const qkv = fromArray(gpu, randomArray(rng(5), b * t * width), [b, t, width], {
+    requiresGrad: true,
+    category: "activations",
+  });
+  const wt = fromArray(gpu, randomArray(rng(6), b * t * h * hd), [b, t, h * hd]);
+  gpu.memory.resetPeak();
+  const before = gpu.memory.stats().liveTotal;
+  const savedBefore = savedActivationBytes();
+  const out = attention(qkv, h, { ...opts, nKvHead: hkv });
+  const saved = savedActivationBytes() - savedBefore;
+  backward(out, wt);
+  await qkv.grad!.download();
+  const peak = gpu.memory.stats().peakTotal - before;
+  for (const x of [qkv, out, wt]) x.dispose();
+  return { saved, peak };
+}
+
+for (const [label, opts, kernels] of GROUPED_VARIANTS.slice(1, 3)) {
+  gpuTest(`grouped-query attention (${label}) keeps no repeated K or V`, async (gpu) => {
+    const [b, t, h, hkv, hd] = [2, 33, 4, 1, 8];
+    const grouped = await attentionBytes(gpu, [b, t, h, hkv, hd], opts);
+    const mha = await attentionBytes(gpu, [b, t, h, h, hd], opts);
+    // Saved: the packed qkv itself, the output and the log-sum-exp per query head, nothing else.
+    equal(grouped.saved, 4 * (b * t * (h + 2 * hkv) * hd + b * t * h * hd + b * h * t));
+    // K and V of the missing heads are absent from qkv, its texture copy (software) and dqkv; a copy
+    // of K/V repeated per query head would give them back.
+    const missing = 4 * b * t * 2 * (h - hkv) * hd;
+    equal(mha.saved - grouped.saved, missing);
+    ok(mha.peak - grouped.peak >= 2 * missing, `peak ${grouped.peak} bytes vs ${mha.peak} with H = Hkv`);
+  }, { kernels });
+}
+
+Deno.test("the dK/dV pass splits a group whose loop passes the limit, and refuses one head past it", () => {
+  const s: AttentionShape = { b: 1, t: 100, h: 8, hkv: 1, hd: 8 };
+  const spans = keyValueKernels(s, (span) => attentionBackwardKeyValueKernel(s, "storage", span), 350);
+  deepEqual(spans.map((k) => k.loops), [303, 303, 202]); // 3 heads of 101 iterations, then the last 2
+  ok(/dqkv\[[^\]]*\] = dk0/.test(spans[0].code), "the first span writes");
+  ok(spans.slice(1).every((k) => /dqkv\[[^\]]*\] \+= dk0/.test(k.code)), "later spans add");
+  ok(spans[2].code.includes("for (var gh = 6u; gh < 8u; gh++)"), spans[2].code);
+  const whole = keyValueKernels(s, (span) => attentionBackwardKeyValueKernel(s, "storage", span));
+  deepEqual(whole.map((k) => k.loops), [8 * 101]);
+  throws(
+    () => keyValueKernels(s, (span) => attentionBackwardKeyValueKernel(s, "storage", span), 100),
+    /T = 100 \(8 query heads, 1 k\/v heads\) runs 101 loop iterations per query head, past the 100/,
+  );
+  const plan = flashPlan(s, { maxComputeWorkgroupStorageSize: 16384 })!;
+  const flash = keyValueKernels(s, (span) => flashBackwardKeyValueKernel(s, plan.keyValue, span), 40);
+  ok(flash.length > 1 && flash.every((k) => k.loops <= 40), "flash spans within the limit");
+});
+
+gpuTest("grouped-query attention refuses heads that do not divide or do not fit qkv", (gpu) => {
+  const x = fromArray(gpu, new Float32Array(2 * 3 * 64), [2, 3, 64]);
+  throws(
+    () => attention(x, 4, { nKvHead: 3 }),
+    /4 query heads and 3 k\/v heads: the k\/v heads must be a positive divisor/,
+  );
+  throws(
+    () => attention(x, 6, { nKvHead: 2 }),
+    /qkv \[2, 3, 64\] must be \[B, T, \(H \+ 2·Hkv\)·hd\] with 6 query heads/,
+  );
+  x.dispose();
+});
+
+for (const [label, kernels] of [["storage reads", undefined], ["flash", "gpu"]] as const) {
+  gpuTest(`the dK/dV pass (${label}) in spans of a group adds up to the whole group's pass`, async (gpu) => {
+    const s: AttentionShape = { b: 2, t: 9, h: 6, hkv: 2, hd: 8 };
+    const rand = rng(9);
+    const rows = s.b * s.t;
+    const qkv = fromArray(gpu, randomArray(rand, rows * (s.h + 2 * s.hkv) * s.hd), [
+      rows,
+      (s.h + 2 * s.hkv) * s.hd,
+    ]);
+    const dout = fromArray(gpu, randomArray(rand, rows * s.h * s.hd), [rows, s.h * s.hd]);
+    const lse = fromArray(gpu, randomArray(rand, s.b * s.h * s.t, 1, 3), [s.b * s.h * s.t]);
+    const dd = fromArray(gpu, randomArray(rand, s.b * s.h * s.t), [s.b * s.h * s.t]);
+    const plan = flashPlan(s, gpu.info.limits)!;
+    const make = (span?: GroupSpan) =>
+      kernels
+        ? flashBackwardKeyValueKernel(s, plan.keyValue, span)
+        : attentionBackwardKeyValueKernel(s, "storage", span);
+    const run = async (limit?: number) => {
+      const dqkv = fromArray(gpu, new Float32Array(qkv.size), qkv.shape);
+      const spans = keyValueKernels(s, make, limit);
+      for (const k of spans) {
+        gpu.dispatch(k, [qkv, dout, lse, dd, dqkv].map((t) => t.binding("test")));
+      }
+      const out = await dqkv.download();
+      dqkv.dispose();
+      return { spans: spans.length, out };
+    };
+    const whole = await run();
+    const split = await run((make().loops * 2) / 3); // spans of 2 and 1 query heads
+    deepEqual([whole.spans, split.spans], [1, 2]);
+    ok(whole.out.some((x) => x !== 0), "the pass writes dK and dV");
+    assertClose(split.out, whole.out, { what: "dK, dV", atol: 1e-6 });
+    for (const t of [qkv, dout, lse, dd]) t.dispose();
+  }, { kernels });
+}

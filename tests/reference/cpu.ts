@@ -184,3 +184,44 @@ export function ropeRef(
 export function swigluRef(gate: ArrayLike<number>, up: ArrayLike<number>): Float64Array {
   return Float64Array.from(gate, (g, i) => (g / (1 + Math.exp(-g))) * up[i]);
 }
+
+/**
+ * Causal grouped-query attention from packed qkv [B, T, (H + 2·Hkv)·hd] (H q heads, then Hkv k heads,
+ * then Hkv v heads; query head h reads k/v head ⌊h / (H/Hkv)⌋, transformers' repeat_kv) → [B, T, H·hd].
+ */
+export function groupedAttentionRef(
+  qkv: ArrayLike<number>,
+  b: number,
+  t: number,
+  h: number,
+  hkv: number,
+  hd: number,
+): Float64Array {
+  const w = (h + 2 * hkv) * hd;
+  const group = h / hkv;
+  const out = new Float64Array(b * t * h * hd);
+  for (let bb = 0; bb < b; bb++) {
+    for (let hh = 0; hh < h; hh++) {
+      const qc = hh * hd;
+      const kc = (h + Math.floor(hh / group)) * hd;
+      const vc = (h + hkv + Math.floor(hh / group)) * hd;
+      for (let i = 0; i < t; i++) {
+        const s: number[] = [];
+        for (let j = 0; j <= i; j++) {
+          let d = 0;
+          for (let x = 0; x < hd; x++) d += qkv[(bb * t + i) * w + qc + x] * qkv[(bb * t + j) * w + kc + x];
+          s.push(d / Math.sqrt(hd));
+        }
+        const m = Math.max(...s);
+        const e = s.map((v) => Math.exp(v - m));
+        const z = e.reduce((p, v) => p + v, 0);
+        for (let x = 0; x < hd; x++) {
+          let o = 0;
+          for (let j = 0; j <= i; j++) o += (e[j] / z) * qkv[(bb * t + j) * w + vc + x];
+          out[((bb * t + i) * h + hh) * hd + x] = o;
+        }
+      }
+    }
+  }
+  return out;
+}
