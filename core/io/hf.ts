@@ -131,12 +131,8 @@ const sameShape = (a: readonly number[], b: readonly number[]) =>
 /** Loads a GPT-2 directory; returns the model and the key style its checkpoint used. */
 export async function loadGPT2(gpu: Gpu, dir: string): Promise<{ model: GPT; keyStyle: KeyStyle }> {
   const cfgPath = `${dir}/config.json`;
-  let bytes: Uint8Array;
-  try {
-    bytes = await Deno.readFile(cfgPath);
-  } catch (e) {
-    throw new CheckpointError(`${cfgPath}: cannot read (${oneLine((e as Error).message)})`);
-  }
+  const bytes = await readOptional(cfgPath);
+  if (!bytes) throw new CheckpointError(`${cfgPath}: cannot read (no such file)`);
   let raw: unknown;
   try {
     raw = JSON.parse(new TextDecoder("utf-8", { fatal: true }).decode(bytes));
@@ -243,14 +239,18 @@ export async function loadGPT2(gpu: Gpu, dir: string): Promise<{ model: GPT; key
  */
 export async function readTokenizer(dir: string): Promise<Tokenizer | null> {
   const path = `${dir}/tokenizer.json`;
-  let bytes: Uint8Array;
+  const bytes = await readOptional(path);
+  return bytes && tokenizerFromJson(bytes, path);
+}
+
+/** The bytes of `path`, or null when there is no such file; any other failure names the file. */
+async function readOptional(path: string): Promise<Uint8Array | null> {
   try {
-    bytes = await Deno.readFile(path);
+    return await Deno.readFile(path);
   } catch (e) {
     if (e instanceof Deno.errors.NotFound) return null;
     throw new CheckpointError(`${path}: cannot read (${oneLine((e as Error).message)})`);
   }
-  return tokenizerFromJson(bytes, path);
 }
 
 /** `data`, when every value is finite; else an error naming the tensor and the first bad element. */
@@ -344,24 +344,12 @@ export async function readCheckpointTensors(
   dir: string,
 ): Promise<{ tensors: CheckpointTensors; sharded: boolean; where: string }> {
   const indexPath = `${dir}/${INDEX_FILE}`;
-  let indexText: string | null = null;
-  try {
-    indexText = await Deno.readTextFile(indexPath);
-  } catch (e) {
-    if (!(e instanceof Deno.errors.NotFound)) {
-      throw new CheckpointError(`${indexPath}: cannot read (${oneLine((e as Error).message)})`);
-    }
-  }
-  if (indexText !== null) {
+  const index = await readOptional(indexPath);
+  if (index) {
+    // readShardedSafetensors names a shard it cannot read.
     const tensors = await readShardedSafetensors(
-      indexText,
-      async (file) => {
-        try {
-          return await Deno.readFile(`${dir}/${file}`);
-        } catch (e) {
-          throw new CheckpointError(`${dir}/${file}: cannot read (${oneLine((e as Error).message)})`);
-        }
-      },
+      new TextDecoder().decode(index),
+      (file) => Deno.readFile(`${dir}/${file}`),
       indexPath,
     );
     return { tensors, sharded: true, where: indexPath };
