@@ -26,7 +26,6 @@ export async function greedyComplete(
   o: GreedyOptions,
 ): Promise<number[][]> {
   const { batchSize: b, blockSize: t } = o;
-  const v = model.config.vocabSize;
   const out: number[][] = prompts.map(() => []);
   for (let start = 0; start < prompts.length; start += b) {
     const idx = prompts.map((_, i) => i).slice(start, start + b);
@@ -43,22 +42,11 @@ export async function greedyComplete(
     for (let n = 0; n < o.maxNew && done.some((d) => !d); n++) {
       const ids = new Uint32Array(b * t);
       seqs.forEach((s, r) => ids.set(s, r * t));
-      const logits = noGrad(() =>
-        evalMode(() => tidy(() => model.logits({ ids, batchSize: b, blockSize: t })))
-      );
-      // Read back only each open sequence's last row of logits, all in one round trip.
-      const flat = logits.view([b * t, v]);
+      // Read back only each open sequence's last row of logits.
       const open = seqs.map((_, r) => r).filter((r) => !done[r]);
-      const last = open.map((r) => flat.rows(r * t + seqs[r].length - 1, r * t + seqs[r].length));
-      const reads = Promise.all(last.map((row) => row.read()));
-      reads.catch(() => {}); // a failed submit rejects both: report it once, from submit
-      await model.gpu.submit();
-      const values = await reads;
-      for (const x of [...last, flat, logits]) x.dispose();
+      const values = await logitRows(model, ids, b, t, open.map((r) => r * t + seqs[r].length - 1), () => 1);
       open.forEach((r, k) => {
-        const row = values[k];
-        let best = 0;
-        for (let j = 1; j < v; j++) if (row[j] > row[best]) best = j;
+        const best = argmax(values[k]);
         seqs[r].push(best);
         out[idx[r]].push(best);
         if (best === o.stop) done[r] = true;
@@ -125,28 +113,22 @@ export async function scoreCompletions(
       ids.set(Array.from(it.prompt), r * t);
       ids.set(targetsOf(it).slice(0, -1), r * t + it.prompt.length);
     });
-    const logits = noGrad(() =>
-      evalMode(() => tidy(() => model.logits({ ids, batchSize: b, blockSize: t })))
-    );
     // The rows that predict the targets: from the prompt's last position on, one per target id.
-    const flat = logits.view([b * t, v]);
-    const spans = batch.map((it, r) => {
-      const first = r * t + it.prompt.length - 1;
-      return flat.rows(first, first + targetsOf(it).length);
-    });
-    const reads = Promise.all(spans.map((s) => s.read()));
-    reads.catch(() => {}); // a failed submit rejects both: report it once, from submit
-    await model.gpu.submit();
-    const values = await reads;
-    for (const x of [...spans, flat, logits]) x.dispose();
+    const values = await logitRows(
+      model,
+      ids,
+      b,
+      t,
+      batch.map((it, r) => r * t + it.prompt.length - 1),
+      (k) => targetsOf(batch[k]).length,
+    );
     batch.forEach((it, r) => {
       const rows = values[r];
       const targets = targetsOf(it);
       let match = true, nll = 0;
       targets.forEach((id, k) => {
         const row = rows.subarray(k * v, (k + 1) * v);
-        let best = 0;
-        for (let j = 1; j < v; j++) if (row[j] > row[best]) best = j;
+        const best = argmax(row);
         if (k < it.response.length && best !== id) match = false;
         let sum = 0;
         for (let j = 0; j < v; j++) sum += Math.exp(row[j] - row[best]);
@@ -156,4 +138,34 @@ export async function scoreCompletions(
     });
   }
   return out;
+}
+
+/**
+ * The logits of `ids` ([b, t], evaluation mode, no tape) at `count(k)` consecutive rows from row
+ * `first[k]` of the flattened [b·t, V] logits, for each k: one forward pass, one round trip.
+ */
+async function logitRows(
+  model: GPT,
+  ids: Uint32Array,
+  b: number,
+  t: number,
+  first: readonly number[],
+  count: (k: number) => number,
+): Promise<Float32Array[]> {
+  const logits = noGrad(() => evalMode(() => tidy(() => model.logits({ ids, batchSize: b, blockSize: t }))));
+  const flat = logits.view([b * t, model.config.vocabSize]);
+  const spans = first.map((r0, k) => flat.rows(r0, r0 + count(k)));
+  const reads = Promise.all(spans.map((s) => s.read()));
+  reads.catch(() => {}); // a failed submit rejects both: report it once, from submit
+  await model.gpu.submit();
+  const values = await reads;
+  for (const x of [...spans, flat, logits]) x.dispose();
+  return values as Float32Array[];
+}
+
+/** The index of the largest value (the lowest index among ties), as greedy decoding picks. */
+function argmax(row: ArrayLike<number>): number {
+  let best = 0;
+  for (let j = 1; j < row.length; j++) if (row[j] > row[best]) best = j;
+  return best;
 }
