@@ -66,6 +66,26 @@ export interface ExperimentSettings {
   ablation: { gammas: number[]; periods: number[]; seeds: number[] };
 }
 
+/**
+ * The fine-tuning settings of the GPT-2-vocabulary presets (bpe, gpt2), which differ only in their
+ * learning rates; keys in the order the config hash has always seen.
+ */
+function gpt2VocabularyExperiment(lrs: ExperimentSettings["lrs"]): ExperimentSettings {
+  return {
+    tasks: {
+      definitions: { train: 2000, dev: 200, test: 200, blockSize: 64, steps: 300 },
+      arithmetic: { train: 700, dev: 60, test: 500, blockSize: 32, steps: 300 },
+    },
+    maxDefinitionChars: 120,
+    batchSize: 16,
+    sweepSteps: 50,
+    seeds: 3,
+    period: 20,
+    lrs,
+    ablation: { gammas: [1, 2, 4], periods: [10, 20, 50], seeds: [0, 1, 2] },
+  };
+}
+
 /** All presets by name. */
 export const PRESETS: Record<string, Preset> = {
   tiny: {
@@ -136,19 +156,11 @@ export const PRESETS: Record<string, Preset> = {
     evalEvery: 500,
     evalBatches: 16,
     valTokens: 65536,
-    experiment: {
-      tasks: {
-        definitions: { train: 2000, dev: 200, test: 200, blockSize: 64, steps: 300 },
-        arithmetic: { train: 700, dev: 60, test: 500, blockSize: 32, steps: 300 },
-      },
-      maxDefinitionChars: 120,
-      batchSize: 16,
-      sweepSteps: 50,
-      seeds: 3,
-      period: 20,
-      lrs: { full: [1e-4, 3e-4, 1e-3], lora: [3e-4, 1e-3, 3e-3], lisa: [1e-4, 3e-4, 1e-3] },
-      ablation: { gammas: [1, 2, 4], periods: [10, 20, 50], seeds: [0, 1, 2] },
-    },
+    experiment: gpt2VocabularyExperiment({
+      full: [1e-4, 3e-4, 1e-3],
+      lora: [3e-4, 1e-3, 3e-3],
+      lisa: [1e-4, 3e-4, 1e-3],
+    }),
   },
   gpt2: {
     name: "gpt2",
@@ -161,19 +173,11 @@ export const PRESETS: Record<string, Preset> = {
     evalEvery: 200,
     evalBatches: 20,
     valTokens: 262144,
-    experiment: {
-      tasks: {
-        definitions: { train: 2000, dev: 200, test: 200, blockSize: 64, steps: 300 },
-        arithmetic: { train: 700, dev: 60, test: 500, blockSize: 32, steps: 300 },
-      },
-      maxDefinitionChars: 120,
-      batchSize: 16,
-      sweepSteps: 50,
-      seeds: 3,
-      period: 20,
-      lrs: { full: [1e-5, 3e-5, 1e-4], lora: [1e-4, 3e-4, 1e-3], lisa: [1e-5, 3e-5, 1e-4] },
-      ablation: { gammas: [1, 2, 4], periods: [10, 20, 50], seeds: [0, 1, 2] },
-    },
+    experiment: gpt2VocabularyExperiment({
+      full: [1e-5, 3e-5, 1e-4],
+      lora: [1e-4, 3e-4, 1e-3],
+      lisa: [1e-5, 3e-5, 1e-4],
+    }),
   },
 };
 
