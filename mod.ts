@@ -244,4 +244,4 @@ export {
   type StatePolicy,
   weightedSample,
 } from "./core/finetune/lisa.ts";
-export { ALL_LINEAR, LoraMethod, type LoraOptions } from "./core/finetune/lora.ts";
+export { LoraMethod, type LoraOptions } from "./core/finetune/lora.ts";

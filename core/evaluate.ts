@@ -1,7 +1,7 @@
 /** Evaluation: mean next-token cross-entropy over batches, without gradients, dropout off. */
 import type { Batch } from "./data/batches.ts";
 import { evalMode, noGrad } from "./autograd.ts";
-import type { GPT } from "./nn/gpt.ts";
+import type { LanguageModel } from "./nn/model.ts";
 import { tidy } from "./tensor.ts";
 
 /** What {@link evaluate} returns. */
@@ -19,7 +19,7 @@ export interface EvalResult {
  * evaluation mode (dropout off, no random draws). One submit per batch; `onBatch` reports progress.
  */
 export async function evaluate(
-  model: GPT,
+  model: LanguageModel,
   batches: readonly Batch[],
   onBatch?: (done: number, total: number) => void,
 ): Promise<EvalResult> {

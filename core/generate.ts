@@ -4,7 +4,7 @@
  * instead of compiling new ones per length. Decoding runs in evaluation mode: dropout is off.
  */
 import { evalMode, noGrad } from "./autograd.ts";
-import type { GPT } from "./nn/gpt.ts";
+import type { LanguageModel } from "./nn/model.ts";
 import { tidy } from "./tensor.ts";
 
 /** Options of {@link greedyComplete}. */
@@ -21,7 +21,7 @@ export interface GreedyOptions {
 
 /** The greedy completion (generated ids only) of each prompt. */
 export async function greedyComplete(
-  model: GPT,
+  model: LanguageModel,
   prompts: readonly ArrayLike<number>[],
   o: GreedyOptions,
 ): Promise<number[][]> {
@@ -86,7 +86,7 @@ export interface CompletionScore {
  * padding invisible); prompt + response + after − 1 ids must fit. Runs in evaluation mode.
  */
 export async function scoreCompletions(
-  model: GPT,
+  model: LanguageModel,
   items: readonly ExpectedCompletion[],
   o: { batchSize: number; blockSize: number },
 ): Promise<CompletionScore[]> {
@@ -145,7 +145,7 @@ export async function scoreCompletions(
  * `first[k]` of the flattened [b·t, V] logits, for each k: one forward pass, one round trip.
  */
 async function logitRows(
-  model: GPT,
+  model: LanguageModel,
   ids: Uint32Array,
   b: number,
   t: number,

@@ -1,5 +1,5 @@
 /** Full fine-tuning: every parameter trains at every step (same AdamW, schedule and clipping as the others). */
-import type { GPT } from "../nn/gpt.ts";
+import type { LanguageModel } from "../nn/model.ts";
 import type { Tensor } from "../tensor.ts";
 import { StaticMethod } from "./method.ts";
 
@@ -10,7 +10,7 @@ export class FullMethod extends StaticMethod {
   readonly #params: [string, Tensor][];
 
   /** Trains all of `model`'s parameters. */
-  constructor(model: GPT) {
+  constructor(model: LanguageModel) {
     super(model);
     this.#params = model.namedParameters();
     for (const [, p] of this.#params) p.requiresGrad = true;

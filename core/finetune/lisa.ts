@@ -1,6 +1,6 @@
 /**
- * LISA (Pan et al. 2024, Algorithm 1): everything outside the transformer blocks (wte, wpe, ln_f;
- * the head is tied to wte) always trains; of the N blocks, `gamma` drawn without replacement
+ * LISA (Pan et al. 2024, Algorithm 1): everything outside the transformer blocks always trains
+ * (GPT-2: wte, wpe, ln_f, the head tied to wte; LLaMA: embed_tokens, norm, lm_head); of the N blocks, `gamma` drawn without replacement
  * (uniformly, or with the given probabilities) are unfrozen, redrawn every `period` steps starting
  * at step 0, with one AdamW and one learning-rate schedule throughout. When a block leaves the
  * active set its optimizer state is released (`reset`: a block that comes back starts fresh, as the
@@ -9,7 +9,7 @@
  * Frozen blocks get no gradient buffers and keep no activations that only their weights need;
  * backward still flows through them to the embeddings.
  */
-import type { GPT } from "../nn/gpt.ts";
+import type { LanguageModel } from "../nn/model.ts";
 import type { AdamW } from "../optim/adamw.ts";
 import { Rng, type RngState } from "../random.ts";
 import type { Tensor } from "../tensor.ts";
@@ -75,8 +75,8 @@ export class LisaMethod implements FinetuneMethod {
   #active: number[] = [];
 
   /** LISA over `model`'s blocks; every block starts frozen until the first draw. */
-  constructor(model: GPT, o: LisaOptions) {
-    const n = model.h.length;
+  constructor(model: LanguageModel, o: LisaOptions) {
+    const n = model.config.nLayer;
     if (!Number.isInteger(o.gamma) || o.gamma < 1 || o.gamma > n) {
       throw new Error(`LISA: gamma = ${o.gamma} must be an integer in [1, ${n}] (the model has ${n} blocks)`);
     }
@@ -97,8 +97,9 @@ export class LisaMethod implements FinetuneMethod {
     this.#rng = new Rng(o.seed);
     const all = model.namedParameters();
     this.#all = all;
-    this.#always = all.filter(([name]) => !name.startsWith("h."));
-    this.#blocks = model.h.map((_, i) => all.filter(([name]) => name.startsWith(`h.${i}.`)));
+    const blocks = Array.from({ length: n }, (_, i) => `${model.blockPrefix(i)}.`);
+    this.#always = all.filter(([name]) => !blocks.some((b) => name.startsWith(b)));
+    this.#blocks = blocks.map((b) => all.filter(([name]) => name.startsWith(b)));
     for (const [, p] of this.#always) p.requiresGrad = true;
     for (const block of this.#blocks) for (const [, p] of block) p.requiresGrad = false;
   }
@@ -123,7 +124,7 @@ export class LisaMethod implements FinetuneMethod {
     this.#active = next;
   }
 
-  /** wte, wpe, ln_f and the active blocks' parameters, in the model's order (as Full lists them). */
+  /** Embeddings, final norm, head and the active blocks' parameters, in the model's order (as Full lists them). */
   trainable(): [string, Tensor][] {
     return this.#all.filter(([, p]) => p.requiresGrad);
   }

@@ -1,9 +1,11 @@
 /**
- * LoRA fine-tuning, matching Hugging Face PEFT: adapters on the targeted Conv1D layers (default
- * `c_attn`, PEFT's default for GPT-2; `all-linear` for c_attn, c_proj, c_fc), everything else frozen,
- * biases included. Adapters export as PEFT's `adapter_config.json` + `adapter_model.safetensors`
- * (keys `base_model.model.transformer.h.N.attn.c_attn.lora_A.weight`, A [r, in], B [out, r]), and
- * can be merged into the base weights.
+ * LoRA fine-tuning, matching Hugging Face PEFT: adapters on the targeted linear layers of every block
+ * (PEFT's defaults: `c_attn` for GPT-2, `q_proj`, `v_proj` for LLaMA; `all-linear` for every linear
+ * layer of a block, the head excluded), everything else frozen, biases included. Adapters export as
+ * PEFT's `adapter_config.json` + `adapter_model.safetensors` (keys
+ * `base_model.model.transformer.h.N.attn.c_attn.lora_A.weight` for GPT-2,
+ * `base_model.model.model.layers.N.self_attn.q_proj.lora_A.weight` for LLaMA; A [r, in], B [out, r];
+ * `fan_in_fan_out` true for GPT-2's Conv1D, false for LLaMA), and can be merged into the base weights.
  */
 import { downloadParameters } from "../io/hf.ts";
 import {
@@ -12,33 +14,22 @@ import {
   readSafetensorsFile,
   writeFileAtomic,
 } from "../io/safetensors.ts";
-import type { GPT } from "../nn/gpt.ts";
 import { Linear } from "../nn/layers.ts";
 import { type LoraConfig, LoRALinear } from "../nn/lora.ts";
+import type { LanguageModel } from "../nn/model.ts";
 import { Rng, type RngState } from "../random.ts";
 import type { Tensor } from "../tensor.ts";
 import { StaticMethod } from "./method.ts";
 
-/** Module names `all-linear` stands for (every Conv1D of a block; the tied head is not one). */
-export const ALL_LINEAR = ["c_attn", "c_proj", "c_fc"];
-
 /** LoRA's settings. */
 export interface LoraOptions extends LoraConfig {
-  /** Module names (last segment like `c_proj`, or a suffix like `mlp.c_proj`), or `all-linear`. */
+  /**
+   * Module names (last segment like `c_proj`, or a suffix like `mlp.c_proj`), or `all-linear`;
+   * default the model family's PEFT default.
+   */
   targets?: string[] | "all-linear";
   /** Seed of A's init and of the dropout masks. */
   seed: number;
-}
-
-/** The Linear-like slots of a block, by path relative to the block. */
-function slots(model: GPT, i: number) {
-  const b = model.h[i];
-  return [
-    { path: "attn.c_attn", get: () => b.attn.c_attn, set: (m: LoRALinear) => (b.attn.c_attn = m) },
-    { path: "attn.c_proj", get: () => b.attn.c_proj, set: (m: LoRALinear) => (b.attn.c_proj = m) },
-    { path: "mlp.c_fc", get: () => b.mlp.c_fc, set: (m: LoRALinear) => (b.mlp.c_fc = m) },
-    { path: "mlp.c_proj", get: () => b.mlp.c_proj, set: (m: LoRALinear) => (b.mlp.c_proj = m) },
-  ];
 }
 
 /** Low-rank adapters on the targeted layers; only they train. */
@@ -53,16 +44,18 @@ export class LoraMethod extends StaticMethod {
   readonly #rng: Rng;
 
   /** Freezes `model` and adds adapters to its targeted layers (A drawn from `seed`). */
-  constructor(model: GPT, o: LoraOptions) {
+  constructor(model: LanguageModel, o: LoraOptions) {
     super(model);
-    const targets = o.targets === "all-linear" ? ALL_LINEAR : (o.targets ?? ["c_attn"]);
-    const known = [...ALL_LINEAR, ...slots(model, 0).map((s) => s.path)];
+    const targets = o.targets === "all-linear"
+      ? [...model.allLinear]
+      : (o.targets ?? [...model.loraDefaultTargets]);
+    const known = [...model.allLinear, ...model.linears(0).map((s) => s.path)];
     const unknown = targets.filter((t) => !known.includes(t));
     if (unknown.length || targets.length === 0) {
       throw new Error(
-        `LoRA: unknown target module(s) ${unknown.join(", ") || "(none given)"}; GPT-2 has ${
-          known.join(", ")
-        }`,
+        `LoRA: unknown target module(s) ${unknown.join(", ") || "(none given)"}; ${
+          model.family === "gpt2" ? "GPT-2" : "LLaMA"
+        } has ${known.join(", ")}`,
       );
     }
     this.config = {
@@ -75,20 +68,21 @@ export class LoraMethod extends StaticMethod {
     for (const [, p] of model.namedParameters()) p.requiresGrad = false;
     const rng = new Rng(o.seed);
     this.#rng = rng;
-    model.h.forEach((_, i) => {
-      for (const s of slots(model, i)) {
+    for (let i = 0; i < model.config.nLayer; i++) {
+      for (const s of model.linears(i)) {
         if (!targets.some((t) => s.path === t || s.path.endsWith(`.${t}`))) continue;
+        const path = `${model.blockPrefix(i)}.${s.path}`;
         const base = s.get();
-        if (!(base instanceof Linear)) throw new Error(`LoRA: h.${i}.${s.path} already has an adapter`);
-        const lora = new LoRALinear(base, this.config, rng, `h.${i}.${s.path}`);
+        if (!(base instanceof Linear)) throw new Error(`LoRA: ${path} already has an adapter`);
+        const lora = new LoRALinear(base, this.config, rng, path);
         s.set(lora);
-        this.#adapters.push([`h.${i}.${s.path}`, lora]);
+        this.#adapters.push([path, lora]);
       }
-    });
+    }
     this.#params = this.#adapters.flatMap(([, m]) => [[m.A.name, m.A], [m.B.name, m.B]]);
   }
 
-  /** Adapters by module path (`h.0.attn.c_attn`). */
+  /** Adapters by module path (`h.0.attn.c_attn`, `model.layers.0.self_attn.q_proj`). */
   adapters(): [string, LoRALinear][] {
     return [...this.#adapters];
   }
@@ -118,7 +112,7 @@ export class LoraMethod extends StaticMethod {
     const path = `${dir}/adapter_model.safetensors`;
     const st = await readSafetensorsFile(path);
     for (const [name, t] of this.#params) {
-      const key = `base_model.model.transformer.${name}`;
+      const key = `${this.model.peftPrefix}${name}`;
       const e = st.entries.get(key);
       if (!e) throw new Error(`${path}: no tensor ${key}`);
       if (e.shape.join(",") !== t.shape.join(",")) {
@@ -149,7 +143,7 @@ export class LoraMethod extends StaticMethod {
       lora_dropout: this.config.dropout,
       use_rslora: this.config.rslora,
       target_modules: this.config.targets,
-      fan_in_fan_out: true,
+      fan_in_fan_out: this.model.fanInFanOut,
       bias: "none",
       init_lora_weights: true,
       inference_mode: true,
@@ -162,7 +156,7 @@ export class LoraMethod extends StaticMethod {
     await Deno.mkdir(dir, { recursive: true });
     const params = await downloadParameters(this.model, this.#params);
     const tensors: Record<string, F32Tensor> = {};
-    for (const [name, t] of params) tensors[`base_model.model.transformer.${name}`] = t;
+    for (const [name, t] of params) tensors[`${this.model.peftPrefix}${name}`] = t;
     await writeFileAtomic(`${dir}/adapter_model.safetensors`, encodeSafetensors(tensors, { format: "pt" }));
     await writeFileAtomic(
       `${dir}/adapter_config.json`,

@@ -3,7 +3,7 @@
  * what happens to optimizer state when that set changes. The training loop knows nothing else about
  * the method; a new method (GaLore, BAdam, ...) is one new file.
  */
-import type { GPT } from "../nn/gpt.ts";
+import type { LanguageModel } from "../nn/model.ts";
 import type { AdamW } from "../optim/adamw.ts";
 import type { Tensor } from "../tensor.ts";
 
@@ -35,10 +35,10 @@ export abstract class StaticMethod implements FinetuneMethod {
   /** The method's name, e.g. `full`. */
   abstract readonly name: string;
   /** The model trained. */
-  protected readonly model: GPT;
+  protected readonly model: LanguageModel;
 
   /** A method over `model`. */
-  constructor(model: GPT) {
+  constructor(model: LanguageModel) {
     this.model = model;
   }
 
@@ -52,7 +52,7 @@ export abstract class StaticMethod implements FinetuneMethod {
 
   /** Every block. */
   activeLayers(): number[] {
-    return this.model.h.map((_, i) => i);
+    return Array.from({ length: this.model.config.nLayer }, (_, i) => i);
   }
 
   /** Stateless. */

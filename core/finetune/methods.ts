@@ -3,7 +3,7 @@
  * the experiment runner and the long-run bench, so the same settings always give the same method
  * (targets, defaults and the seed it draws from).
  */
-import type { GPT } from "../nn/gpt.ts";
+import type { LanguageModel } from "../nn/model.ts";
 import { FullMethod } from "./full.ts";
 import { LisaMethod, type StatePolicy } from "./lisa.ts";
 import { LoraMethod } from "./lora.ts";
@@ -41,14 +41,14 @@ export interface MethodSettings {
   alpha?: number;
   /** LoRA: dropout on the adapters' input (default 0). */
   dropout?: number;
-  /** LoRA: target modules (default `c_attn`, PEFT's default for GPT-2), or `all-linear`. */
+  /** LoRA: target modules (default: PEFT's for the family, `c_attn` for GPT-2, `q_proj,v_proj` for LLaMA), or `all-linear`. */
   targets?: string[] | "all-linear";
   /** LoRA: rsLoRA scaling alpha/√r. */
   rslora?: boolean;
 }
 
 /** The method `s` names, set up on `model` (this freezes or unfreezes its parameters). */
-export function makeMethod(model: GPT, s: MethodSettings): FinetuneMethod {
+export function makeMethod(model: LanguageModel, s: MethodSettings): FinetuneMethod {
   const seed = s.seed + METHOD_SEED_OFFSET;
   switch (s.method) {
     case "full":

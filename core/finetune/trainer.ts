@@ -10,7 +10,7 @@ import { backward } from "../autograd.ts";
 import type { Batch } from "../data/batches.ts";
 import { evaluate } from "../evaluate.ts";
 import type { CategoryBytes } from "../memory.ts";
-import type { GPT } from "../nn/gpt.ts";
+import type { LanguageModel } from "../nn/model.ts";
 import type { AdamW } from "../optim/adamw.ts";
 import type { Schedule } from "../optim/schedule.ts";
 import { empty, tidy, withCategory } from "../tensor.ts";
@@ -53,7 +53,7 @@ export class TrainingDivergedError extends Error {}
 /** Everything the loop needs. */
 export interface TrainSetup {
   /** The model trained. */
-  model: GPT;
+  model: LanguageModel;
   /** Which parameters train at each step. */
   method: FinetuneMethod;
   /** Updates the trainable parameters. */

@@ -10,6 +10,7 @@ import type { Tensor } from "../tensor.ts";
 import type { Tokenizer } from "../data/tokenizer.ts";
 import { tokenizerFromJson } from "../data/hf_tokenizer.ts";
 import { GPT, type GPTConfig, validateConfig } from "../nn/gpt.ts";
+import type { LanguageModel } from "../nn/model.ts";
 import {
   describe,
   encodeSafetensors,
@@ -20,7 +21,13 @@ import {
   type SafeEntry,
   writeFileAtomic,
 } from "./safetensors.ts";
-import { INDEX_FILE, readShardedSafetensors, type SafetensorsLayout, SINGLE_FILE } from "./shards.ts";
+import {
+  encodeShardedSafetensors,
+  INDEX_FILE,
+  readShardedSafetensors,
+  type SafetensorsLayout,
+  SINGLE_FILE,
+} from "./shards.ts";
 
 /** How tensor names are spelled in a checkpoint. */
 export type KeyStyle = "bare" | "transformer";
@@ -128,27 +135,18 @@ const FLOAT_DTYPES = new Set(["F32", "F16", "BF16", "F64"]);
 const sameShape = (a: readonly number[], b: readonly number[]) =>
   a.length === b.length && a.every((d, i) => d === b[i]);
 
-/** Loads a GPT-2 directory; returns the model and the key style its checkpoint used. */
-export async function loadGPT2(gpu: Gpu, dir: string): Promise<{ model: GPT; keyStyle: KeyStyle }> {
+/**
+ * Loads a GPT-2 directory (`model.safetensors`, or shards with their index); returns the model, the
+ * key style its checkpoint used and whether it was sharded.
+ */
+export async function loadGPT2(
+  gpu: Gpu,
+  dir: string,
+): Promise<{ model: GPT; keyStyle: KeyStyle; sharded: boolean }> {
   const cfgPath = `${dir}/config.json`;
-  const bytes = await readOptional(cfgPath);
-  if (!bytes) throw new CheckpointError(`${cfgPath}: cannot read (no such file)`);
-  let raw: unknown;
-  try {
-    raw = JSON.parse(new TextDecoder("utf-8", { fatal: true }).decode(bytes));
-  } catch (e) {
-    throw new CheckpointError(`${cfgPath}: not valid JSON (${oneLine((e as Error).message)})`);
-  }
+  const raw = await readConfigJson(dir);
   const config = configFromHF(raw, cfgPath);
-  const stPath = `${dir}/model.safetensors`;
-  try {
-    await Deno.stat(stPath);
-  } catch {
-    throw new CheckpointError(
-      `${stPath}: missing (only safetensors checkpoints are read; convert pytorch_model.bin first)`,
-    );
-  }
-  const st = await readSafetensorsFile(stPath);
+  const { tensors: st, sharded, where: stPath } = await readCheckpointTensors(dir);
   const names = st.names();
   const keyStyle: KeyStyle = names.some((n) => n.startsWith("transformer.")) ? "transformer" : "bare";
   const strip = (n: string) => (keyStyle === "transformer" && n.startsWith("transformer.") ? n.slice(12) : n);
@@ -230,7 +228,19 @@ export async function loadGPT2(gpu: Gpu, dir: string): Promise<{ model: GPT; key
     model.dispose();
     throw e;
   }
-  return { model, keyStyle };
+  return { model, keyStyle, sharded };
+}
+
+/** The parsed `<dir>/config.json`; a missing or malformed file is a CheckpointError naming it. */
+export async function readConfigJson(dir: string): Promise<unknown> {
+  const cfgPath = `${dir}/config.json`;
+  const bytes = await readOptional(cfgPath);
+  if (!bytes) throw new CheckpointError(`${cfgPath}: cannot read (no such file)`);
+  try {
+    return JSON.parse(new TextDecoder("utf-8", { fatal: true }).decode(bytes));
+  } catch (e) {
+    throw new CheckpointError(`${cfgPath}: not valid JSON (${oneLine((e as Error).message)})`);
+  }
 }
 
 /**
@@ -254,7 +264,7 @@ async function readOptional(path: string): Promise<Uint8Array | null> {
 }
 
 /** `data`, when every value is finite; else an error naming the tensor and the first bad element. */
-function finite(data: Float32Array, path: string, key: string): Float32Array {
+export function finite(data: Float32Array, path: string, key: string): Float32Array {
   const at = data.findIndex((x) => !Number.isFinite(x));
   if (at >= 0) throw new CheckpointError(`${path}: ${label(key)} holds ${data[at]} at element ${at}`);
   return data;
@@ -262,7 +272,7 @@ function finite(data: Float32Array, path: string, key: string): Float32Array {
 
 /** Host copies of `params` (default: every parameter of `model`), by name (one GPU round trip). */
 export async function downloadParameters(
-  model: GPT,
+  model: LanguageModel,
   params: [string, Tensor][] = model.namedParameters(),
 ): Promise<Map<string, F32Tensor>> {
   const reads = params.map(([, t]) => t.read());
@@ -286,7 +296,8 @@ export async function saveGPT2(model: GPT, dir: string, keyStyle: KeyStyle = "ba
   );
   const tensors: Record<string, F32Tensor> = {};
   for (const [name, t] of params) tensors[keyStyle === "transformer" ? `transformer.${name}` : name] = t;
-  await writeFileAtomic(`${dir}/model.safetensors`, encodeSafetensors(tensors, { format: "pt" }));
+  // One file (an index left by an earlier sharded save is removed with its shards).
+  await writeSafetensorsLayout(dir, encodeShardedSafetensors(tensors, Infinity));
   await writeFileAtomic(`${dir}/config.json`, JSON.stringify(configToHF(model.config), null, 2) + "\n");
 }
 

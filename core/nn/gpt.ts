@@ -23,6 +23,16 @@ import {
   type Module,
   type ParamFactory,
 } from "./layers.ts";
+import {
+  checkIds,
+  checkTargets,
+  type LanguageModel,
+  type LinearSlot,
+  type ModelInput,
+  prefix,
+} from "./model.ts";
+
+export type { ModelInput };
 
 /** Model sizes (Hugging Face config.json names in comments). */
 export interface GPTConfig {
@@ -38,20 +48,6 @@ export interface GPTConfig {
   nEmbd: number;
   /** layer_norm_epsilon (default 1e-5). */
   layerNormEps?: number;
-}
-
-/** Token ids and, for a loss, targets and their mask; row-major [batchSize, blockSize]. */
-export interface ModelInput {
-  /** Input token ids. */
-  ids: Uint32Array;
-  /** Next-token targets (needed for a loss). */
-  targets?: Uint32Array;
-  /** 1 where a target counts, 0 where it is ignored (default: all count). */
-  mask?: Float32Array;
-  /** Rows. */
-  batchSize: number;
-  /** Tokens per row. */
-  blockSize: number;
 }
 
 /** Throws unless `c` describes a model we can build. */
@@ -179,14 +175,20 @@ function residual(x: Tensor, ln: LayerNorm, f: (t: Tensor) => Tensor): Tensor {
   return out;
 }
 
-function prefix(p: string, m: Module): [string, Tensor][] {
-  return m.namedParameters().map(([n, t]) => [`${p}.${n}`, t]);
-}
-
 /** GPT-2 language model with tied LM head. */
-export class GPT implements Module {
+export class GPT implements LanguageModel {
   /** The device holding the parameters. */
   readonly gpu: Gpu;
+  /** `gpt2`. */
+  readonly family = "gpt2";
+  /** `c_attn`, PEFT's default for GPT-2. */
+  readonly loraDefaultTargets: readonly string[] = ["c_attn"];
+  /** Every Conv1D of a block (the tied head is not one). */
+  readonly allLinear: readonly string[] = ["c_attn", "c_proj", "c_fc"];
+  /** PEFT's keys for GPT2LMHeadModel: `base_model.model.transformer.h.0.attn.c_attn.lora_A.weight`. */
+  readonly peftPrefix = "base_model.model.transformer.";
+  /** Conv1D weights are stored [in, out]. */
+  readonly fanInFanOut = true;
   /** Sizes (layerNormEps filled in). */
   readonly config: Required<GPTConfig>;
   /** Token embedding [V, C], also the LM head. */
@@ -224,6 +226,22 @@ export class GPT implements Module {
     ];
   }
 
+  /** `h.i`. */
+  blockPrefix(i: number): string {
+    return `h.${i}`;
+  }
+
+  /** Block `i`'s `attn.c_attn`, `attn.c_proj`, `mlp.c_fc`, `mlp.c_proj`. */
+  linears(i: number): LinearSlot[] {
+    const b = this.h[i];
+    return [
+      { path: "attn.c_attn", get: () => b.attn.c_attn, set: (m) => (b.attn.c_attn = m) },
+      { path: "attn.c_proj", get: () => b.attn.c_proj, set: (m) => (b.attn.c_proj = m) },
+      { path: "mlp.c_fc", get: () => b.mlp.c_fc, set: (m) => (b.mlp.c_fc = m) },
+      { path: "mlp.c_proj", get: () => b.mlp.c_proj, set: (m) => (b.mlp.c_proj = m) },
+    ];
+  }
+
   /** Number of parameters (the tied head counted once). */
   parameterCount(): number {
     return this.namedParameters().reduce((n, [, t]) => n + t.size, 0);
@@ -232,14 +250,7 @@ export class GPT implements Module {
   /** Final hidden states ln_f(...) for `input.ids`: [B, T, C]. */
   hidden(input: ModelInput): Tensor {
     const { batchSize: b, blockSize: t } = input;
-    if (t > this.config.blockSize) {
-      throw new Error(
-        `GPT: sequence of ${t} tokens exceeds the model's n_positions ${this.config.blockSize}`,
-      );
-    }
-    if (input.ids.length !== b * t) {
-      throw new Error(`GPT: ${input.ids.length} ids for a batch of ${b}×${t}`);
-    }
+    checkIds("GPT", input, this.config.blockSize);
     const gpu = this.gpu;
     const ids = fromArray(gpu, input.ids, [b, t], { dtype: "u32", name: "ids" });
     const posHost = Uint32Array.from({ length: b * t }, (_, i) => i % t);
@@ -269,19 +280,10 @@ export class GPT implements Module {
   /** Mean cross-entropy of next-token prediction over the targets the mask counts (one element). */
   loss(input: ModelInput): Tensor {
     const { batchSize: b, blockSize: t } = input;
-    if (!input.targets) throw new Error("GPT.loss: the input has no targets");
-    if (input.targets.length !== b * t || (input.mask && input.mask.length !== b * t)) {
-      throw new Error(`GPT.loss: targets and mask need ${b * t} entries for a batch of ${b}×${t}`);
-    }
-    const v = this.config.vocabSize;
-    input.targets.forEach((id, i) => {
-      if (id >= v) {
-        throw new Error(`GPT.loss: target ${id} at position ${i} is outside the vocabulary of ${v}`);
-      }
-    });
+    const ids = checkTargets("GPT", input, this.config.vocabSize);
     const gpu = this.gpu;
     const x = this.hidden(input);
-    const targets = fromArray(gpu, input.targets, [b * t], { dtype: "u32", name: "targets" });
+    const targets = fromArray(gpu, ids, [b * t], { dtype: "u32", name: "targets" });
     const mask = fromArray(gpu, input.mask ?? new Float32Array(b * t).fill(1), [b * t], {
       name: "loss_mask",
     });

@@ -1,7 +1,7 @@
 /**
- * The layers GPT-2 is made of, named as in its checkpoints: Linear (GPT-2's Conv1D: weight stored
- * [in, out], y = x·W + b), LayerNorm and Embedding; and LLaMA's RMSNorm. Each owns its parameters
- * (category `weights`).
+ * The layers GPT-2 and LLaMA are made of, named as in their checkpoints: Linear (GPT-2's Conv1D with
+ * its weight stored [in, out], or torch's nn.Linear with its weight stored [out, in] as LLaMA's are),
+ * LayerNorm, RMSNorm and Embedding. Each owns its parameters (category `weights`).
  */
 import type { Gpu } from "../gpu.ts";
 import { embedding } from "../ops/embedding.ts";
@@ -55,12 +55,28 @@ export function emptyParams(gpu: Gpu): ParamFactory {
   return (name, shape) => empty(gpu, shape, { requiresGrad: true, category: "weights", name });
 }
 
-/** GPT-2's Conv1D: y = x·W + b with W stored [in, out]. */
+/**
+ * How a Linear's weight is stored: `in_out` as GPT-2's Conv1D ([in, out], y = x·W), `out_in` as
+ * torch's nn.Linear and LLaMA's projections ([out, in], y = x·Wᵀ).
+ */
+export type WeightLayout = "in_out" | "out_in";
+
+/** Options of {@link Linear}. */
+export interface LinearOptions {
+  /** A bias [out] (default true). */
+  bias?: boolean;
+  /** How the weight is stored (default `in_out`, GPT-2's Conv1D). */
+  layout?: WeightLayout;
+}
+
+/** y = x·W + b, W stored [in, out] (GPT-2's Conv1D) or [out, in] (nn.Linear, read transposed). */
 export class Linear implements LinearLike {
-  /** [in, out]. */
+  /** [in, out] or [out, in], as `layout` says. */
   weight: Tensor;
   /** [out], or null without bias. */
   bias: Tensor | null;
+  /** How the weight is stored. */
+  readonly layout: WeightLayout;
   readonly inFeatures: number;
   readonly outFeatures: number;
 
@@ -71,17 +87,22 @@ export class Linear implements LinearLike {
     outFeatures: number,
     std: number,
     name: string,
-    bias = true,
+    options: LinearOptions = {},
   ) {
     this.inFeatures = inFeatures;
     this.outFeatures = outFeatures;
-    this.weight = make(`${name}.weight`, [inFeatures, outFeatures], { normal: std });
-    this.bias = bias ? make(`${name}.bias`, [outFeatures], { constant: 0 }) : null;
+    this.layout = options.layout ?? "in_out";
+    const shape = this.layout === "in_out" ? [inFeatures, outFeatures] : [outFeatures, inFeatures];
+    this.weight = make(`${name}.weight`, shape, { normal: std });
+    this.bias = options.bias ?? true ? make(`${name}.bias`, [outFeatures], { constant: 0 }) : null;
   }
 
-  /** x·W + b (the bias added in the matmul's store). */
+  /** x·W + b (the bias added in the matmul's store; an [out, in] weight read transposed). */
   forward(x: Tensor): Tensor {
-    return matmul(x, this.weight, this.bias ? { bias: this.bias } : {});
+    return matmul(x, this.weight, {
+      transB: this.layout === "out_in",
+      ...(this.bias ? { bias: this.bias } : {}),
+    });
   }
 
   /** `weight`, `bias`. */

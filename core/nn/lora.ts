@@ -1,9 +1,9 @@
 /**
- * LoRA as Hugging Face PEFT defines it for GPT-2's Conv1D layers (fan_in_fan_out): the frozen base
- * y = x·W + b plus scaling · dropout(x)·Aᵀ·Bᵀ, with A [r, in] ~ kaiming-uniform(a = √5) (that is
+ * LoRA as Hugging Face PEFT defines it, for GPT-2's Conv1D layers (fan_in_fan_out) and LLaMA's
+ * nn.Linear ones: the frozen base y = x·W + b plus scaling · dropout(x)·Aᵀ·Bᵀ, with A [r, in] ~ kaiming-uniform(a = √5) (that is
  * U(−1/√in, 1/√in)), B [out, r] = 0, scaling alpha/r (rsLoRA: alpha/√r), dropout on the adapter's
  * input only and only in training mode (off under `evalMode`, as after PyTorch's `model.eval()`).
- * Merging adds scaling·(B·A)ᵀ to W (stored [in, out]).
+ * Merging adds scaling·(B·A)ᵀ to a W stored [in, out], scaling·B·A to one stored [out, in].
  */
 import { noGrad } from "../autograd.ts";
 import { dropout } from "../ops/dropout.ts";
@@ -92,13 +92,15 @@ export class LoRALinear implements LinearLike {
     return out;
   }
 
-  /** W += scaling·(B·A)ᵀ (or −= when `sign` is −1); records into the current step. */
+  /** W += scaling·(B·A)ᵀ, or B·A for an [out, in] W (−= when `sign` is −1); records into the current step. */
   #fold(sign: 1 | -1): void {
     noGrad(() => {
       const w = this.base.weight;
-      const updated = tidy(() =>
-        add(w, scale(matmul(this.A, this.B, { transA: true, transB: true }), sign * this.scaling))
-      );
+      const delta = () =>
+        this.base.layout === "in_out"
+          ? matmul(this.A, this.B, { transA: true, transB: true })
+          : matmul(this.B, this.A);
+      const updated = tidy(() => add(w, scale(delta(), sign * this.scaling)));
       w.gpu.copy(updated.buffer, updated.byteOffset, w.buffer, w.byteOffset, w.bytes);
       updated.dispose();
     });

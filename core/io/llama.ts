@@ -1,0 +1,177 @@
+/**
+ * Hugging Face LLaMA/Mistral directories: `config.json` (model_type llama or mistral) and
+ * `model.safetensors` or shards with `model.safetensors.index.json`; F32, F16 and BF16 tensors (F64
+ * too), converted to f32. Keys are transformers' (`model.layers.0.self_attn.q_proj.weight`), Linear
+ * weights (out, in); the rotary `inv_freq` buffers older checkpoints carry are ignored. Saving writes
+ * the same layout (sharded beyond a size), atomically, keeping the folder's other files.
+ */
+import type { Gpu } from "../gpu.ts";
+import { Llama } from "../nn/llama.ts";
+import { type LlamaConfig, llamaConfigFromHF, llamaConfigToHF } from "../nn/llama_config.ts";
+import {
+  CheckpointError,
+  downloadParameters,
+  finite,
+  readCheckpointTensors,
+  readConfigJson,
+  writeSafetensorsLayout,
+} from "./hf.ts";
+import { type F32Tensor, label, type WriteDType, writeFileAtomic } from "./safetensors.ts";
+import { encodeShardedSafetensors, type ShardEntry } from "./shards.ts";
+
+/** transformers' default `max_shard_size` ("5GB"). */
+export const DEFAULT_SHARD_BYTES = 5_000_000_000;
+
+const IGNORED = /\.rotary_emb\.inv_freq$/;
+const FLOAT_DTYPES = new Set(["F32", "F16", "BF16", "F64"]);
+
+/** LLaMA's parameters for `c`, by checkpoint name and shape, in `Llama.namedParameters()` order. */
+export function llamaLayout(c: LlamaConfig): [string, number[]][] {
+  const C = c.nEmbd;
+  const hd = C / c.nHead;
+  const layer = (p: string): [string, number[]][] => [
+    [`${p}.self_attn.q_proj.weight`, [c.nHead * hd, C]],
+    [`${p}.self_attn.k_proj.weight`, [c.nKvHead * hd, C]],
+    [`${p}.self_attn.v_proj.weight`, [c.nKvHead * hd, C]],
+    [`${p}.self_attn.o_proj.weight`, [C, c.nHead * hd]],
+    [`${p}.mlp.gate_proj.weight`, [c.nInner, C]],
+    [`${p}.mlp.up_proj.weight`, [c.nInner, C]],
+    [`${p}.mlp.down_proj.weight`, [C, c.nInner]],
+    [`${p}.input_layernorm.weight`, [C]],
+    [`${p}.post_attention_layernorm.weight`, [C]],
+  ];
+  return [
+    ["model.embed_tokens.weight", [c.vocabSize, C]],
+    ...Array.from({ length: c.nLayer }, (_, i) => layer(`model.layers.${i}`)).flat(),
+    ["model.norm.weight", [C]],
+    ...(c.tiedHead ? [] : [["lm_head.weight", [c.vocabSize, C]] as [string, number[]]]),
+  ];
+}
+
+/** What a LLaMA checkpoint was, so a save can write it back the same way. */
+export interface LlamaSource {
+  /** The config.json object as read (a save writes it back with torch_dtype float32). */
+  config: Record<string, unknown>;
+  /** Whether the weights were sharded. */
+  sharded: boolean;
+  /** Shard size (tensor bytes, as f32) that gives as many shards as the source had. */
+  shardBytes: number;
+}
+
+const sameShape = (a: readonly number[], b: readonly number[]) =>
+  a.length === b.length && a.every((d, i) => d === b[i]);
+
+/** Loads a LLaMA or Mistral directory. */
+export async function loadLlama(gpu: Gpu, dir: string): Promise<{ model: Llama; source: LlamaSource }> {
+  const raw = await readConfigJson(dir);
+  const config = llamaConfigFromHF(raw, `${dir}/config.json`);
+  const { tensors: st, sharded, where } = await readCheckpointTensors(dir);
+  const names = st.names().filter((n) => !IGNORED.test(n));
+  const have = new Set(names);
+  // Every check the header allows comes before the model is allocated, so a config that asks for more
+  // than the files hold fails naming the tensor instead of allocating.
+  for (let i = 0; i < config.nLayer; i++) {
+    const key = `model.layers.${i}.input_layernorm.weight`;
+    if (!have.has(key)) {
+      throw new CheckpointError(
+        `${where}: missing tensor ${key} (config.json has num_hidden_layers ${config.nLayer})`,
+      );
+    }
+  }
+  const layout = llamaLayout(config);
+  const wanted = new Map(layout);
+  const check = (key: string, shape: readonly number[], why: string) => {
+    const e = st.entries.get(key)!;
+    if (!sameShape(e.shape, shape)) {
+      throw new CheckpointError(`${where}: ${label(key)} has shape [${e.shape}], expected [${shape}] ${why}`);
+    }
+    if (!FLOAT_DTYPES.has(e.dtype)) {
+      throw new CheckpointError(`${where}: ${label(key)} is ${e.dtype}; weights are F32, F16, BF16 or F64`);
+    }
+  };
+  for (const [name, shape] of layout) {
+    if (!have.has(name)) {
+      const why = name === "lm_head.weight" ? " (config.json says tie_word_embeddings false)" : "";
+      throw new CheckpointError(`${where}: missing tensor ${name}${why}`);
+    }
+    check(name, shape, "for this config.json");
+  }
+  // A tied checkpoint may still carry the head; it must then be the embedding.
+  const tiedHead = config.tiedHead && have.has("lm_head.weight");
+  if (tiedHead) check("lm_head.weight", wanted.get("model.embed_tokens.weight")!, "(the tied head)");
+  const unused = names.filter((n) => !wanted.has(n) && !(tiedHead && n === "lm_head.weight"));
+  if (unused.length) {
+    throw new CheckpointError(
+      `${where}: unexpected tensors ${unused.slice(0, 5).map((n) => label(n)).join(", ")} ` +
+        `(not in the model config.json describes)`,
+    );
+  }
+  const model = new Llama(gpu, config, { init: false });
+  try {
+    const params = model.namedParameters();
+    if (
+      params.length !== layout.length ||
+      params.some(([n, t], i) => n !== layout[i][0] || !sameShape(t.shape, layout[i][1]))
+    ) {
+      throw new Error("io/llama.ts: llamaLayout is out of step with Llama.namedParameters()");
+    }
+    let embed: Float32Array | null = null;
+    for (const [name, t] of params) {
+      const data = finite(st.getF32(name), where, name);
+      t.upload(data);
+      if (tiedHead && name === "model.embed_tokens.weight") embed = data;
+    }
+    if (tiedHead) {
+      const head = st.getF32("lm_head.weight");
+      if (head.some((x, i) => x !== embed![i])) {
+        throw new CheckpointError(
+          `${where}: lm_head.weight differs from model.embed_tokens.weight, but config.json says tie_word_embeddings true`,
+        );
+      }
+    }
+  } catch (e) {
+    model.dispose();
+    throw e;
+  }
+  const total = layout.reduce((n, [, s]) => n + 4 * s.reduce((a, b) => a * b, 1), 0);
+  const shards = sharded ? new Set([...st.entries.values()].map((e) => (e as ShardEntry).file)).size : 1;
+  return {
+    model,
+    source: {
+      config: raw as Record<string, unknown>,
+      sharded,
+      shardBytes: sharded ? Math.ceil(total / shards) : DEFAULT_SHARD_BYTES,
+    },
+  };
+}
+
+/** Options of {@link saveLlama}. */
+export interface SaveLlamaOptions {
+  /** What the model was loaded from: its config.json is kept and its shard count reproduced. */
+  source?: LlamaSource;
+  /** Largest shard (tensor bytes); default the source's, else {@link DEFAULT_SHARD_BYTES}. */
+  maxShardBytes?: number;
+  /** Stored dtype (default F32, the values trained). */
+  dtype?: WriteDType;
+}
+
+/**
+ * Writes `model` as a Hugging Face LLaMA directory (created if needed): config.json (the source's
+ * when given, with torch_dtype set to what is written) and the weights, sharded beyond
+ * `maxShardBytes`, all replaced atomically. LoRA adapters are not part of it (merge them first).
+ */
+export async function saveLlama(model: Llama, dir: string, options: SaveLlamaOptions = {}): Promise<void> {
+  const dtype = options.dtype ?? "F32";
+  const params = await downloadParameters(
+    model,
+    model.namedParameters().filter(([n]) => !n.includes(".lora_")),
+  );
+  const tensors: Record<string, F32Tensor> = {};
+  for (const [name, t] of params) tensors[name] = { ...t, dtype };
+  const limit = options.maxShardBytes ?? (options.source?.shardBytes ?? DEFAULT_SHARD_BYTES) *
+      (dtype === "F32" ? 1 : 0.5);
+  const config = options.source ? { ...options.source.config } : llamaConfigToHF(model.config);
+  config.torch_dtype = { F32: "float32", F16: "float16", BF16: "bfloat16" }[dtype];
+  await writeSafetensorsLayout(dir, encodeShardedSafetensors(tensors, limit));
+  await writeFileAtomic(`${dir}/config.json`, JSON.stringify(config, null, 2) + "\n");
+}

@@ -1,0 +1,68 @@
+/**
+ * One loader and one saver for every model family: `loadModel` reads `config.json`'s `model_type`
+ * (gpt2 when absent; llama; mistral) and hands the folder to that family's reader; `saveModel` writes
+ * a model back in its family's layout, as it was loaded when given the `source`.
+ */
+import type { Gpu } from "../gpu.ts";
+import { GPT } from "../nn/gpt.ts";
+import { Llama } from "../nn/llama.ts";
+import { type ModelType, modelTypeOf } from "../nn/llama_config.ts";
+import type { LanguageModel } from "../nn/model.ts";
+import { type KeyStyle, loadGPT2, readConfigJson, saveGPT2 } from "./hf.ts";
+import { type LlamaSource, loadLlama, saveLlama } from "./llama.ts";
+import type { WriteDType } from "./safetensors.ts";
+
+/** Where a loaded model came from: what a save needs to write it back the same way. */
+export type ModelSource =
+  | { modelType: "gpt2"; keyStyle: KeyStyle; sharded: boolean }
+  | ({ modelType: "llama" | "mistral" } & LlamaSource);
+
+/** A model and its source. */
+export interface LoadedModel {
+  /** The model, on the GPU. */
+  model: LanguageModel;
+  /** What it was loaded from. */
+  source: ModelSource;
+}
+
+/**
+ * Loads a Hugging Face model folder of any supported `model_type` (gpt2, llama, mistral); another
+ * type is an error naming the supported ones.
+ */
+export async function loadModel(gpu: Gpu, dir: string): Promise<LoadedModel> {
+  const type: ModelType = modelTypeOf(await readConfigJson(dir), `${dir}/config.json`);
+  if (type === "gpt2") {
+    const { model, keyStyle, sharded } = await loadGPT2(gpu, dir);
+    return { model, source: { modelType: "gpt2", keyStyle, sharded } };
+  }
+  const { model, source } = await loadLlama(gpu, dir);
+  return { model, source: { modelType: type, ...source } };
+}
+
+/** Options of {@link saveModel}. */
+export interface SaveModelOptions {
+  /** What the model was loaded from (key style, config.json, sharding are kept). */
+  source?: ModelSource;
+  /** LLaMA: stored dtype (default F32). */
+  dtype?: WriteDType;
+}
+
+/**
+ * Writes `model` as a Hugging Face folder of its family, files replaced atomically. LoRA adapters are
+ * not part of it (export them with the LoRA method, or merge them first).
+ */
+export async function saveModel(
+  model: LanguageModel,
+  dir: string,
+  options: SaveModelOptions = {},
+): Promise<void> {
+  const source = options.source;
+  if (model instanceof GPT) {
+    return await saveGPT2(model, dir, source?.modelType === "gpt2" ? source.keyStyle : "bare");
+  }
+  if (model instanceof Llama) {
+    const llamaSource = source && source.modelType !== "gpt2" ? source : undefined;
+    return await saveLlama(model, dir, { source: llamaSource, dtype: options.dtype });
+  }
+  throw new Error(`saveModel: no writer for a model of family ${model.family}`);
+}
