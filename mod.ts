@@ -121,11 +121,22 @@ export {
   LayerNorm,
   Linear,
   type LinearLike,
+  type LinearOptions,
   type Module,
   normalArray,
   type ParamFactory,
   RMSNorm,
+  type WeightLayout,
 } from "./core/nn/layers.ts";
+export {
+  checkIds,
+  checkTargets,
+  type LanguageModel,
+  type LinearSlot,
+  type ModelFamily,
+  type ModelSizes,
+} from "./core/nn/model.ts";
+export { Llama, LlamaAttention, LlamaDecoderLayer, LlamaMLP, validateLlamaConfig } from "./core/nn/llama.ts";
 export {
   Attention,
   Block,
@@ -167,13 +178,30 @@ export {
   configFromHF,
   configToHF,
   downloadParameters,
+  finite,
   type KeyStyle,
   loadGPT2,
   readCheckpointTensors,
+  readConfigJson,
   readTokenizer,
   saveGPT2,
   writeSafetensorsLayout,
 } from "./core/io/hf.ts";
+export {
+  DEFAULT_SHARD_BYTES,
+  llamaLayout,
+  type LlamaSource,
+  loadLlama,
+  saveLlama,
+  type SaveLlamaOptions,
+} from "./core/io/llama.ts";
+export {
+  type LoadedModel,
+  loadModel,
+  type ModelSource,
+  saveModel,
+  type SaveModelOptions,
+} from "./core/io/models.ts";
 export {
   type CheckpointParts,
   type CheckpointPhase,

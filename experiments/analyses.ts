@@ -31,20 +31,28 @@ export interface SkewEntry {
   effectiveNorm?: number;
 }
 
+/**
+ * Whether a norm group is a transformer block (`h.3` for GPT-2, `layers.3` for LLaMA) rather than
+ * the embedding or the head.
+ */
+export function isBlockGroup(layer: string): boolean {
+  return layer !== "embedding" && layer !== "head";
+}
+
 /** Norms as per-layer entries. */
 export function skewEntries(n: LayerNorms): SkewEntry[] {
   return n.layers.map((layer, i) => ({
     layer,
     weightNorm: n.weight[i],
     updateNorm: n.update[i],
-    ...(n.delta ? { effectiveNorm: layer.startsWith("h.") ? n.delta[i] : n.weight[i] } : {}),
+    ...(n.delta ? { effectiveNorm: isBlockGroup(layer) ? n.delta[i] : n.weight[i] } : {}),
   }));
 }
 
 /** max(outer) / median(blocks) of a per-layer quantity: how skewed embedding/head are against the blocks. */
 export function skewRatio(entries: readonly SkewEntry[], pick: (e: SkewEntry) => number): number {
-  const blocks = entries.filter((e) => e.layer.startsWith("h.")).map(pick).sort((a, b) => a - b);
-  const outer = entries.filter((e) => !e.layer.startsWith("h.")).map(pick);
+  const blocks = entries.filter((e) => isBlockGroup(e.layer)).map(pick).sort((a, b) => a - b);
+  const outer = entries.filter((e) => !isBlockGroup(e.layer)).map(pick);
   const median = blocks.length % 2
     ? blocks[(blocks.length - 1) / 2]
     : (blocks[blocks.length / 2 - 1] + blocks[blocks.length / 2]) / 2;
@@ -249,7 +257,7 @@ export function checkClaims(
         }× for LoRA counting a block as its change ‖scaling·B·A‖ ` +
         `(${f(rw, 1)}× counting its A and B), ${f(rf, 2)}× for full`,
     });
-    const outer = skew.lora.filter((e) => !e.layer.startsWith("h."));
+    const outer = skew.lora.filter((e) => !isBlockGroup(e.layer));
     const uf = skewRatio(skew.full, (e) => e.updateNorm);
     claims.push({
       claim: "(ours) LoRA's skew compares frozen weights with adapters: its embedding and head never change",

@@ -1,17 +1,17 @@
 /**
  * `deno task eval --model DIR --data FILE --block-size T [--batch-size B]`: mean next-token loss
- * of a Hugging Face GPT-2 directory on a data file. The token stream is cut into consecutive
+ * of a Hugging Face model directory (GPT-2, LLaMA or Mistral) on a data file. The token stream is cut into consecutive
  * non-overlapping windows of T+1 tokens (a trailing partial window is dropped); each window predicts
  * its last T tokens from its first T. `.bin` files are token ids; `.txt` is tokenized with the
- * model's tokenizer (GPT-2 BPE for vocab 50257, bytes for 256); `.jsonl` prompt/response files score
+ * model's tokenizer (its tokenizer.json, else GPT-2 BPE for vocab 50257 or bytes for 256); `.jsonl` prompt/response files score
  * the responses. Progress goes to stderr; the last stdout line is JSON {"loss", "tokens", "perplexity"}.
  */
 import { evalExampleBatches, evalWindows } from "../core/data/batches.ts";
 import { loadDataset, needsTokenizer } from "../core/data/formats.ts";
-import { tokenizerFor } from "../core/data/tokenizer.ts";
 import { type EvalResult, evaluate } from "../core/evaluate.ts";
 import { requestGpu } from "../core/gpu.ts";
-import { loadGPT2 } from "../core/io/hf.ts";
+import { loadModel, modelTokenizer } from "../core/io/models.ts";
+import { positionsKey } from "../core/nn/families.ts";
 import { FlagError, flagNumber, parseFlags, required, runCli } from "./flags.ts";
 import { Progress } from "./progress.ts";
 
@@ -27,15 +27,21 @@ export interface EvalOptions {
 /** Loads the model and data and evaluates; throws with a clear message on bad input. */
 export async function evalCommand(o: EvalOptions): Promise<EvalResult> {
   const gpu = await requestGpu();
-  const { model } = await loadGPT2(gpu, o.model);
+  const { model } = await loadModel(gpu, o.model);
   try {
     const v = model.config.vocabSize;
     if (o.blockSize > model.config.blockSize) {
       throw new FlagError(
-        `--block-size ${o.blockSize} exceeds the model's n_positions ${model.config.blockSize}`,
+        `--block-size ${o.blockSize} exceeds the model's ${
+          positionsKey(model.family)
+        } ${model.config.blockSize}`,
       );
     }
-    const data = await loadDataset(o.data, needsTokenizer(o.data) ? tokenizerFor(v) : null, v);
+    const data = await loadDataset(
+      o.data,
+      needsTokenizer(o.data) ? await modelTokenizer(o.model, v) : null,
+      v,
+    );
     const batches = data.kind === "stream"
       ? evalWindows(data.tokens, o.blockSize, o.batchSize)
       : evalExampleBatches(data.examples, o.blockSize, o.batchSize);

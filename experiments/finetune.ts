@@ -1,9 +1,10 @@
 /**
  * `deno task finetune --model DIR --data FILE --method full|lora|lisa --steps N --block-size T
  * --lr X --out DIR [--checkpoint-every N] [--stop-after N] [--resume] [method, schedule and
- * evaluation flags]`: fine-tunes a Hugging Face GPT-2 directory with one of the methods, behind one
- * training loop. Writes to --out: for full and lisa a Hugging Face directory (same key style as the
- * input); for lora the PEFT adapter files (and, with --merge, the merged model in out/merged);
+ * evaluation flags]`: fine-tunes a Hugging Face model directory (GPT-2, LLaMA or Mistral) with one
+ * of the methods, behind one training loop. Text data is encoded with the model's tokenizer.json when
+ * it has one. Writes to --out: for full and lisa a Hugging Face directory in the input's layout (key
+ * style, config.json, sharding; its tokenizer files copied); for lora the PEFT adapter files (and, with --merge, the merged model in out/merged);
  * steps.jsonl, one line per step, appended as steps are read back; metrics.json with every step's
  * loss, learning rate, active blocks and peak memory by category, and the run's peak; and, with
  * --checkpoint-every or --stop-after, a resumable checkpoint/ that --resume continues exactly.
@@ -20,7 +21,6 @@ import {
   type StreamBatcherState,
 } from "../core/data/batches.ts";
 import { loadDataset, needsTokenizer } from "../core/data/formats.ts";
-import { tokenizerFor } from "../core/data/tokenizer.ts";
 import { evaluate } from "../core/evaluate.ts";
 import { LisaMethod, type StatePolicy } from "../core/finetune/lisa.ts";
 import { LoraMethod } from "../core/finetune/lora.ts";
@@ -34,10 +34,12 @@ import {
   loadTrainerState,
   saveCheckpoint,
 } from "../core/io/checkpoint.ts";
-import { CheckpointError, type KeyStyle, loadGPT2, saveGPT2 } from "../core/io/hf.ts";
+import { CheckpointError } from "../core/io/hf.ts";
+import { copySideFiles, loadModel, type ModelSource, modelTokenizer, saveModel } from "../core/io/models.ts";
 import { writeFileAtomic } from "../core/io/safetensors.ts";
 import type { CategoryBytes } from "../core/memory.ts";
-import type { GPT } from "../core/nn/gpt.ts";
+import { positionsKey } from "../core/nn/families.ts";
+import type { LanguageModel } from "../core/nn/model.ts";
 import { AdamW } from "../core/optim/adamw.ts";
 import { makeSchedule } from "../core/optim/schedule.ts";
 import {
@@ -54,7 +56,7 @@ import { historyUpTo, StepLog } from "./step_log.ts";
 
 /** Everything a fine-tuning run needs. */
 export interface FinetuneOptions extends MethodSettings {
-  /** Hugging Face GPT-2 directory of the base model. */
+  /** Hugging Face directory of the base model (model_type gpt2, llama or mistral). */
   model: string;
   /** Training data (.txt, .jsonl, .bin). */
   data: string;
@@ -148,7 +150,7 @@ export async function finetune(o: FinetuneOptions): Promise<FinetuneMetrics> {
   if (o.out) await ensureWritableDir(o.out);
   const gpu = o.gpu ?? await requestGpu();
   const optimizer = new AdamW(gpu, { weightDecay: o.weightDecay ?? 0 });
-  let model: GPT | undefined;
+  let model: LanguageModel | undefined;
   try {
     return await finetuneWith(o, gpu, optimizer, (m) => (model = m));
   } finally {
@@ -161,7 +163,7 @@ async function finetuneWith(
   o: FinetuneOptions,
   gpu: Gpu,
   optimizer: AdamW,
-  own: (model: GPT) => void,
+  own: (model: LanguageModel) => void,
 ): Promise<FinetuneMetrics> {
   const log = (m: string) => o.quiet || console.error(m);
   const ckptDir = o.out ? `${o.out}/checkpoint` : null;
@@ -201,15 +203,17 @@ async function finetuneWith(
   }
   // Full and LISA change the base weights: a resume starts from the checkpoint's. LoRA's base stays.
   const weightsFrom = resumeFrom && o.method !== "lora" ? resumeFrom : o.model;
-  const { model, keyStyle } = await loadGPT2(gpu, weightsFrom);
+  const { model, source } = await loadModel(gpu, weightsFrom);
   own(model);
   if (o.blockSize > model.config.blockSize) {
     throw new FlagError(
-      `--block-size ${o.blockSize} exceeds the model's n_positions ${model.config.blockSize}`,
+      `--block-size ${o.blockSize} exceeds the model's ${
+        positionsKey(model.family)
+      } ${model.config.blockSize}`,
     );
   }
   const v = model.config.vocabSize;
-  const data = await loadDataset(o.data, needsTokenizer(o.data) ? tokenizerFor(v) : null, v);
+  const data = await loadDataset(o.data, needsTokenizer(o.data) ? await modelTokenizer(o.model, v) : null, v);
   const valFraction = o.valFraction ?? 0;
   let batcher: StreamBatcher | ExampleBatcher;
   let valBatches: Batch[] = [];
@@ -282,7 +286,9 @@ async function finetuneWith(
         const extra: FinetuneExtra = { config: configOf(o, warmup), history: records, evals: evalRecords };
         await saveCheckpoint(ckptDir!, {
           weights: (dir) =>
-            method instanceof LoraMethod ? method.exportPeft(dir, o.model) : saveGPT2(model, dir, keyStyle),
+            method instanceof LoraMethod
+              ? method.exportPeft(dir, o.model)
+              : saveModel(model, dir, { source }),
           optimizer,
           state: {
             step,
@@ -322,7 +328,7 @@ async function finetuneWith(
     log(
       `finetune: stopped after step ${stop} of ${o.steps}; continue with --resume (checkpoint ${ckptDir})`,
     );
-  } else if (o.out) await writeOutputs(o, model, method, keyStyle, metrics);
+  } else if (o.out) await writeOutputs(o, model, method, source, metrics);
   return metrics;
 }
 
@@ -400,9 +406,9 @@ function configOf(o: FinetuneOptions, warmup: number, method?: FinetuneMethod): 
 
 async function writeOutputs(
   o: FinetuneOptions,
-  model: GPT,
+  model: LanguageModel,
   method: FinetuneMethod,
-  keyStyle: KeyStyle,
+  source: ModelSource,
   metrics: FinetuneMetrics,
 ): Promise<void> {
   const out = o.out!;
@@ -410,10 +416,12 @@ async function writeOutputs(
     await method.exportPeft(out, o.model);
     if (o.merge) {
       method.merge();
-      await saveGPT2(model, `${out}/merged`, keyStyle);
+      await saveModel(model, `${out}/merged`, { source });
+      await copySideFiles(o.model, `${out}/merged`);
     }
   } else {
-    await saveGPT2(model, out, keyStyle);
+    await saveModel(model, out, { source });
+    await copySideFiles(o.model, out);
   }
   const { evals, finalValLoss, tokensPerSec, msPerStep, compiles, adapter, kernels, ...required } = metrics;
   const rest = { evals, finalValLoss, tokensPerSec, msPerStep, compiles, adapter, kernels };

@@ -1,6 +1,7 @@
 /**
- * `deno task experiment [--preset small|tiny|bpe|gpt2] [--out DIR] [--fresh] [--resume] [--verify]
- * [--ablations] [--seed S] [--scale F] [--quiet]`: the project's main job. Pretrains the preset's base model on the Brown corpus
+ * `deno task experiment [--preset small|tiny|llama-small|bpe|gpt2] [--out DIR] [--fresh] [--resume] [--verify]
+ * [--ablations] [--seed S] [--scale F] [--quiet]`: the project's main job. Pretrains the preset's base
+ * model (GPT-2, or LLaMA for llama-small) on the Brown corpus
  * (or reuses the cached one with the same config hash; `--fresh` rebuilds), makes the two tasks,
  * sweeps the learning rate per method family, fine-tunes full, LoRA (r = 8, 32) and LISA (E+H+1L,
  * 2L, 4L) on both tasks with the same steps, batches, schedule and seed, measures loss, accuracy,
@@ -396,8 +397,9 @@ export function runId(r: RunSpec): string {
 }
 
 /** The usage line printed after a bad command line. */
-export const EXPERIMENT_USAGE =
-  "deno task experiment [--preset small|tiny|bpe|gpt2] [--out DIR] [--fresh] [--resume] [--verify] [--ablations] [--seed S] [--scale F] [--quiet]";
+export const EXPERIMENT_USAGE = `deno task experiment [--preset ${
+  Object.keys(PRESETS).join("|")
+}] [--out DIR] [--fresh] [--resume] [--verify] [--ablations] [--seed S] [--scale F] [--quiet]`;
 
 if (import.meta.main) {
   await runCli("experiment", EXPERIMENT_USAGE, async () => {

@@ -1,18 +1,18 @@
 /**
  * Presets: plain objects with the model and its pretraining settings. `tiny` runs in seconds (tests),
  * `small` is the base model of the default experiment (byte-level, sized for 2 CPU cores on a
- * software adapter), `bpe` is the same comparison on a GPT-2-vocabulary model (50257 BPE tokens,
+ * software adapter), `llama-small` the same comparison on a LLaMA of that scale, `bpe` is the same comparison on a GPT-2-vocabulary model (50257 BPE tokens,
  * pretrained on Brown) for a GPU, where the paper's large embedding and head exist; `gpt2` is GPT-2
  * small (124M, GPT-2 BPE) for real GPUs. {@link scalePreset} shrinks any of them (`--scale`).
  */
-import type { GPTConfig } from "../core/nn/gpt.ts";
+import type { ModelSpec } from "../core/nn/families.ts";
 
 /** A model and how to pretrain it. */
 export interface Preset {
   /** Preset name. */
   name: string;
-  /** Model sizes. */
-  model: GPTConfig;
+  /** Model family and sizes (GPT-2 when `family` is absent). */
+  model: ModelSpec;
   /** Sequences per step. */
   batchSize: number;
   /** Tokens per sequence (≤ model.blockSize). */
@@ -86,6 +86,33 @@ function gpt2VocabularyExperiment(lrs: ExperimentSettings["lrs"]): ExperimentSet
   };
 }
 
+/** The small preset's pretraining and experiment (byte-level, 2 CPU cores on a software adapter). */
+const SMALL_RUN: Omit<Preset, "name" | "model"> = {
+  batchSize: 8,
+  // 64-token windows: ~0.6 s per step on 2 cores with lavapipe (128 tokens: ~1.1 s).
+  blockSize: 64,
+  steps: 200,
+  lr: 2e-3,
+  warmup: 20,
+  evalEvery: 50,
+  evalBatches: 8,
+  valTokens: 32768,
+  experiment: {
+    tasks: {
+      definitions: { train: 400, dev: 64, test: 64, blockSize: 72, steps: 24 },
+      // 500 test problems: accuracy intervals of about ±4 points; in 48 steps accuracy moves off 0.
+      arithmetic: { train: 400, dev: 64, test: 500, blockSize: 40, steps: 48 },
+    },
+    maxDefinitionChars: 40,
+    batchSize: 8,
+    sweepSteps: 6,
+    seeds: 3,
+    period: 4,
+    lrs: { full: [3e-4, 1e-3, 3e-3], lora: [1e-3, 3e-3, 1e-2], lisa: [3e-4, 1e-3, 3e-3] },
+    ablation: { gammas: [1, 2, 4], periods: [2, 5, 10], seeds: [0, 1, 2] },
+  },
+};
+
 /** All presets by name. */
 export const PRESETS: Record<string, Preset> = {
   tiny: {
@@ -117,29 +144,28 @@ export const PRESETS: Record<string, Preset> = {
   small: {
     name: "small",
     model: { vocabSize: 256, blockSize: 128, nLayer: 8, nHead: 4, nEmbd: 128 },
-    batchSize: 8,
-    // 64-token windows: ~0.6 s per step on 2 cores with lavapipe (128 tokens: ~1.1 s).
-    blockSize: 64,
-    steps: 200,
-    lr: 2e-3,
-    warmup: 20,
-    evalEvery: 50,
-    evalBatches: 8,
-    valTokens: 32768,
-    experiment: {
-      tasks: {
-        definitions: { train: 400, dev: 64, test: 64, blockSize: 72, steps: 24 },
-        // 500 test problems: accuracy intervals of about ±4 points; in 48 steps accuracy moves off 0.
-        arithmetic: { train: 400, dev: 64, test: 500, blockSize: 40, steps: 48 },
-      },
-      maxDefinitionChars: 40,
-      batchSize: 8,
-      sweepSteps: 6,
-      seeds: 3,
-      period: 4,
-      lrs: { full: [3e-4, 1e-3, 3e-3], lora: [1e-3, 3e-3, 1e-2], lisa: [3e-4, 1e-3, 3e-3] },
-      ablation: { gammas: [1, 2, 4], periods: [2, 5, 10], seeds: [0, 1, 2] },
+    ...SMALL_RUN,
+  },
+  // The small preset's comparison on a LLaMA of the same scale: RMSNorm, rotary positions, SwiGLU
+  // (intermediate 344 ≈ 8/3·C, a multiple of 8, as LLaMA sizes it), grouped-query attention (2 k/v
+  // heads for 4 query heads, as TinyLlama and LLaMA-2-70B group them) and an untied head, as the
+  // paper's models have. 1.48M parameters, GPT-2 small preset 1.62M.
+  "llama-small": {
+    name: "llama-small",
+    model: {
+      family: "llama",
+      vocabSize: 256,
+      blockSize: 128,
+      nLayer: 8,
+      nHead: 4,
+      nKvHead: 2,
+      nEmbd: 128,
+      nInner: 344,
+      rmsNormEps: 1e-5,
+      ropeTheta: 10000,
+      tiedHead: false,
     },
+    ...SMALL_RUN,
   },
   // GPT-2's vocabulary on a 17.6M-parameter model (12.9M of them the tied embedding and head), so
   // the weight-norm skew has the large embedding the paper's explanation needs. Sized by FLOPs (about

@@ -1,6 +1,7 @@
 /**
- * `deno task pretrain --preset tiny|small|gpt2 [--steps N] [--out DIR] [--seed S] [--resume]
- * [--checkpoint-every N] [--stop-after N]`: trains a fresh GPT-2 on the Brown corpus with a progress
+ * `deno task pretrain --preset tiny|small|llama-small|bpe|gpt2 [--steps N] [--out DIR] [--seed S] [--resume]
+ * [--checkpoint-every N] [--stop-after N]`: trains a fresh model of the preset's family (GPT-2 or
+ * LLaMA) on the Brown corpus with a progress
  * bar, evaluates periodically, and writes to DIR a Hugging Face directory (config.json,
  * model.safetensors), a resumable checkpoint/ (every N steps, default a quarter of the run, and at
  * the end), steps.jsonl (appended as steps are read back), the validation tokens it was scored on
@@ -19,9 +20,11 @@ import {
   loadTrainerState,
   saveCheckpoint,
 } from "../core/io/checkpoint.ts";
-import { CheckpointError, loadGPT2, saveGPT2 } from "../core/io/hf.ts";
+import { CheckpointError } from "../core/io/hf.ts";
+import { loadModel, saveModel } from "../core/io/models.ts";
 import { writeFileAtomic } from "../core/io/safetensors.ts";
-import { GPT } from "../core/nn/gpt.ts";
+import { createModel } from "../core/nn/families.ts";
+import type { LanguageModel } from "../core/nn/model.ts";
 import { AdamW } from "../core/optim/adamw.ts";
 import { makeSchedule } from "../core/optim/schedule.ts";
 import { ensureWritableDir, flagChoice, FlagError, flagNumber, parseFlags, runCli } from "./flags.ts";
@@ -88,7 +91,7 @@ export async function pretrain(o: PretrainOptions): Promise<PretrainResult> {
   const batcher = new StreamBatcher(trainTokens, p.batchSize, p.blockSize, o.seed + 1);
   const optimizer = new AdamW(gpu, { betas: [0.9, 0.95], weightDecay: 0.1 });
   const ckptDir = `${o.out}/checkpoint`;
-  let model: GPT;
+  let model: LanguageModel;
   let startStep = 0;
   let history: StepRecord[] = [];
   let evalHistory: EvalRecord[] = [];
@@ -112,7 +115,7 @@ export async function pretrain(o: PretrainOptions): Promise<PretrainResult> {
         `--resume: ${dir} is preset ${preset} seed ${seed}, not preset ${p.name} seed ${o.seed}`,
       );
     }
-    model = (await loadGPT2(gpu, dir)).model;
+    model = (await loadModel(gpu, dir)).model;
     checkOptimizerFits(dir, optimizer, model.namedParameters());
     startStep = state.step;
     try {
@@ -123,7 +126,7 @@ export async function pretrain(o: PretrainOptions): Promise<PretrainResult> {
     evalHistory = evals;
     log(`pretrain: resumed from ${dir} after step ${startStep}`);
   } else {
-    model = new GPT(gpu, p.model, { seed: o.seed });
+    model = createModel(gpu, p.model, { seed: o.seed });
   }
   const method = new FullMethod(model);
   // Short runs (tests, probes) keep the warmup to a tenth of the run.
@@ -161,7 +164,7 @@ export async function pretrain(o: PretrainOptions): Promise<PretrainResult> {
     checkpointEvery: o.checkpointEvery ?? Math.max(1, Math.round(o.steps / 4)),
     checkpoint: async (step) => {
       await saveCheckpoint(ckptDir, {
-        weights: (dir) => saveGPT2(model, dir),
+        weights: (dir) => saveModel(model, dir),
         optimizer,
         state: {
           step,
@@ -176,7 +179,7 @@ export async function pretrain(o: PretrainOptions): Promise<PretrainResult> {
   const [steps, evals] = [records, evalRecords]; // history plus this run's onStep/onEval records
   log(`pretrain: final evaluation on ${allEval.length} validation batches`);
   const final = await evaluate(model, allEval);
-  await saveGPT2(model, o.out);
+  await saveModel(model, o.out);
   await writeBin(`${o.out}/val.bin`, valTokens);
   const ms = msPerStep(steps);
   const tokensPerSec = ms > 0 ? tokensPerStep / (ms / 1000) : 0;
@@ -202,7 +205,9 @@ export async function pretrain(o: PretrainOptions): Promise<PretrainResult> {
 
 /** The usage line printed after a bad command line. */
 export const PRETRAIN_USAGE =
-  "deno task pretrain [--preset tiny|small|gpt2] [--steps N] [--out DIR] [--seed S] [--checkpoint-every N] " +
+  `deno task pretrain [--preset ${
+    Object.keys(PRESETS).join("|")
+  }] [--steps N] [--out DIR] [--seed S] [--checkpoint-every N] ` +
   "[--stop-after N] [--resume] [--quiet]";
 
 /** Parses pretrain's command line; throws a FlagError naming a bad flag. */

@@ -4,6 +4,7 @@ import { CATEGORIES, type CategoryBytes } from "../core/memory.ts";
 import {
   type Claim,
   CLAIM_RULE,
+  isBlockGroup,
   type MethodStats,
   type SkewEntry,
   type Stat,
@@ -234,7 +235,7 @@ export function markdown(r: ExperimentRecord): string {
   const split = (s: { train: number; dev: number; test: number } | undefined) =>
     s ? `${s.train}/${s.dev}/${s.test}` : "–";
   lines.push(
-    `- Base model: GPT-2, ${
+    `- Base model: ${(c.model as { family?: string }).family === "llama" ? "LLaMA" : "GPT-2"}, ${
       JSON.stringify(c.model)
     }, pretrained on the Brown corpus (${r.base.steps} steps, validation loss ${f(r.base.valLoss)})${
       r.base.reused ? ", reused from the cache" : `, ${Math.round(r.base.seconds)} s`
@@ -332,7 +333,7 @@ export function markdown(r: ExperimentRecord): string {
     );
     r.skew.full.forEach((e, i) => {
       const l = r.skew.lora![i];
-      const eff = l.layer.startsWith("h.") && l.effectiveNorm !== undefined
+      const eff = isBlockGroup(l.layer) && l.effectiveNorm !== undefined
         ? l.effectiveNorm.toPrecision(3)
         : "(frozen)";
       lines.push(

@@ -14,12 +14,14 @@ import { makeMethod, type MethodSettings } from "../core/finetune/methods.ts";
 import { msPerStep, train } from "../core/finetune/trainer.ts";
 import { scoreCompletions } from "../core/generate.ts";
 import type { Gpu } from "../core/gpu.ts";
-import { downloadParameters, loadGPT2 } from "../core/io/hf.ts";
+import { downloadParameters } from "../core/io/hf.ts";
+import { loadModel } from "../core/io/models.ts";
 import type { CategoryBytes } from "../core/memory.ts";
-import type { GPT } from "../core/nn/gpt.ts";
+import type { LanguageModel } from "../core/nn/model.ts";
 import { AdamW } from "../core/optim/adamw.ts";
 import { makeSchedule } from "../core/optim/schedule.ts";
 import type { Tensor } from "../core/tensor.ts";
+import { isBlockGroup } from "./analyses.ts";
 import { type Pair, type Split, type Task, toExamples } from "./tasks.ts";
 
 /** A method configuration of the experiment (`lora` is r = 8, `lisa` is E+H+2L, ...). */
@@ -108,21 +110,29 @@ export function methodSettings(r: RunSpec): MethodSettings {
   };
 }
 
-/** Layer groups of the model: name and tensors, in order. */
-function layerGroups(model: GPT): [string, [string, Tensor][]][] {
+/**
+ * Layer groups of the model, in order: `embedding` (what comes before the blocks: wte and wpe, or
+ * embed_tokens), one per block (`h.3`, or `layers.3` for LLaMA's `model.layers.3`), and `head`
+ * (what comes after: ln_f, or norm and an untied lm_head).
+ */
+function layerGroups(model: LanguageModel): [string, [string, Tensor][]][] {
   const all = model.namedParameters();
-  const groups: [string, [string, Tensor][]][] = [[
-    "embedding",
-    all.filter(([n]) => n.startsWith("wte.") || n.startsWith("wpe.")),
-  ]];
-  model.h.forEach((_, i) => groups.push([`h.${i}`, all.filter(([n]) => n.startsWith(`h.${i}.`))]));
-  groups.push(["head", all.filter(([n]) => n.startsWith("ln_f."))]);
+  const n = model.config.nLayer;
+  const prefixes = Array.from({ length: n }, (_, i) => `${model.blockPrefix(i)}.`);
+  const block = (name: string) => prefixes.findIndex((p) => name.startsWith(p));
+  const firstBlock = all.findIndex(([name]) => block(name) >= 0);
+  const groups: [string, [string, Tensor][]][] = [["embedding", all.slice(0, firstBlock)]];
+  prefixes.forEach((p, i) =>
+    groups.push([p.replace(/^model\./, "").slice(0, -1), all.filter(([name]) => block(name) === i)])
+  );
+  const lastBlock = all.findLastIndex(([name]) => block(name) >= 0);
+  groups.push(["head", all.slice(lastBlock + 1)]);
   return groups;
 }
 
 /** Records per-layer weight and update norms of the tensors each layer trains. */
 class NormTracker {
-  readonly #model: GPT;
+  readonly #model: LanguageModel;
   readonly #groups: [string, [string, Tensor][]][];
   /** Per group, whether nothing in it trains (LoRA's embedding and head): read once, in start(). */
   readonly #fixed: boolean[];
@@ -143,24 +153,24 @@ class NormTracker {
   }[] = [];
   #samples = 0;
 
-  constructor(model: GPT, method: FinetuneMethod) {
+  constructor(model: LanguageModel, method: FinetuneMethod) {
     const lora = method instanceof LoraMethod;
     this.#model = model;
     const groups = layerGroups(model);
     // LoRA trains only A and B inside blocks; its embedding and head are frozen and reported as they are.
     this.#groups = groups.map(([name, ts]) => [
       name,
-      lora && name.startsWith("h.")
+      lora && isBlockGroup(name)
         ? ts.filter(([n]) => n.includes(".lora_"))
         : ts.filter(([n]) => !n.includes(".lora_")),
     ]);
-    this.#fixed = groups.map(([name]) => lora && !name.startsWith("h."));
+    this.#fixed = groups.map(([name]) => lora && !isBlockGroup(name));
     this.#weight = new Array(groups.length).fill(0);
     this.#update = new Array(groups.length).fill(0);
     this.#delta = lora ? new Array(groups.length).fill(0) : null;
     if (method instanceof LoraMethod) {
       for (const [path, m] of method.adapters()) {
-        const group = groups.findIndex(([name]) => path.startsWith(`${name}.`));
+        const group = groups.findIndex(([name]) => path.replace(/^model\./, "").startsWith(`${name}.`));
         const r = m.A.shape[0];
         this.#adapters.push({
           group,
@@ -259,7 +269,7 @@ export interface HeldOutScore {
  * fits, else the model's whole context.
  */
 export async function scoreHeldOut(
-  model: GPT,
+  model: LanguageModel,
   pairs: readonly Pair[],
   exactMatch: boolean,
   batchSize: number,
@@ -291,7 +301,7 @@ export async function scoreBase(
   batchSize: number,
   blockSize: number,
 ): Promise<HeldOutScore> {
-  const { model } = await loadGPT2(gpu, base);
+  const { model } = await loadModel(gpu, base);
   try {
     return await scoreHeldOut(model, task[split], task.exactMatch, batchSize, blockSize);
   } finally {
@@ -301,7 +311,7 @@ export async function scoreBase(
 
 /** Runs `r` and returns its measurements. */
 export async function runOne(gpu: Gpu, r: RunSpec): Promise<RunResult> {
-  const { model } = await loadGPT2(gpu, r.base);
+  const { model } = await loadModel(gpu, r.base);
   try {
     const tok = tokenizerFor(model.config.vocabSize);
     const trainEx: Example[] = toExamples(r.task.train, tok);

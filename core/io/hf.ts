@@ -13,7 +13,6 @@ import { GPT, type GPTConfig, validateConfig } from "../nn/gpt.ts";
 import type { LanguageModel } from "../nn/model.ts";
 import {
   describe,
-  encodeSafetensors,
   type F32Tensor,
   label,
   oneLine,

@@ -54,7 +54,7 @@ export interface LlamaSource {
   config: Record<string, unknown>;
   /** Whether the weights were sharded. */
   sharded: boolean;
-  /** Shard size (tensor bytes, as f32) that gives as many shards as the source had. */
+  /** The largest shard's tensor bytes as f32: the limit that shards a save as the source was. */
   shardBytes: number;
 }
 
@@ -133,14 +133,21 @@ export async function loadLlama(gpu: Gpu, dir: string): Promise<{ model: Llama; 
     model.dispose();
     throw e;
   }
-  const total = layout.reduce((n, [, s]) => n + 4 * s.reduce((a, b) => a * b, 1), 0);
-  const shards = sharded ? new Set([...st.entries.values()].map((e) => (e as ShardEntry).file)).size : 1;
+  // The largest shard's tensors as f32: greedy sharding in file order with this limit regroups the
+  // tensors as they were (every shard fits it, and nothing that did not fit before fits now).
+  const perShard = new Map<string, number>();
+  if (sharded) {
+    for (const e of st.entries.values()) {
+      const file = (e as ShardEntry).file;
+      perShard.set(file, (perShard.get(file) ?? 0) + 4 * e.shape.reduce((a, b) => a * b, 1));
+    }
+  }
   return {
     model,
     source: {
       config: raw as Record<string, unknown>,
       sharded,
-      shardBytes: sharded ? Math.ceil(total / shards) : DEFAULT_SHARD_BYTES,
+      shardBytes: sharded ? Math.max(...perShard.values()) : DEFAULT_SHARD_BYTES,
     },
   };
 }

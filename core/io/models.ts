@@ -8,9 +8,10 @@ import { GPT } from "../nn/gpt.ts";
 import { Llama } from "../nn/llama.ts";
 import { type ModelType, modelTypeOf } from "../nn/llama_config.ts";
 import type { LanguageModel } from "../nn/model.ts";
-import { type KeyStyle, loadGPT2, readConfigJson, saveGPT2 } from "./hf.ts";
+import { type Tokenizer, tokenizerFor } from "../data/tokenizer.ts";
+import { type KeyStyle, loadGPT2, readConfigJson, readTokenizer, saveGPT2 } from "./hf.ts";
 import { type LlamaSource, loadLlama, saveLlama } from "./llama.ts";
-import type { WriteDType } from "./safetensors.ts";
+import { type WriteDType, writeFileAtomic } from "./safetensors.ts";
 
 /** Where a loaded model came from: what a save needs to write it back the same way. */
 export type ModelSource =
@@ -65,4 +66,35 @@ export async function saveModel(
     return await saveLlama(model, dir, { source: llamaSource, dtype: options.dtype });
   }
   throw new Error(`saveModel: no writer for a model of family ${model.family}`);
+}
+
+/**
+ * The tokenizer for text data of the model in `dir`: its `tokenizer.json` when it has one, else the
+ * one its vocabulary size implies (bytes for 256, GPT-2 BPE for 50257; any other size is an error
+ * saying to add a tokenizer.json or give token ids).
+ */
+export async function modelTokenizer(dir: string, vocabSize: number): Promise<Tokenizer> {
+  return (await readTokenizer(dir)) ?? tokenizerFor(vocabSize);
+}
+
+/** Files beside the weights that describe the tokenizer and generation, copied into a saved model. */
+export const MODEL_SIDE_FILES = [
+  "tokenizer.json",
+  "tokenizer_config.json",
+  "special_tokens_map.json",
+  "generation_config.json",
+];
+
+/** Copies {@link MODEL_SIDE_FILES} that `from` has into `to` (atomically each), so `to` is a whole model folder. */
+export async function copySideFiles(from: string, to: string): Promise<void> {
+  for (const name of MODEL_SIDE_FILES) {
+    let bytes: Uint8Array;
+    try {
+      bytes = await Deno.readFile(`${from}/${name}`);
+    } catch (e) {
+      if (e instanceof Deno.errors.NotFound) continue;
+      throw e;
+    }
+    await writeFileAtomic(`${to}/${name}`, bytes);
+  }
 }

@@ -1,0 +1,33 @@
+/**
+ * Model sizes of either family as one plain object, and a fresh model from it: what presets, the
+ * pretraining CLI and the experiment build models from. A spec without `family` is GPT-2 (so the
+ * presets written before LLaMA keep their serialized form).
+ */
+import type { Gpu } from "../gpu.ts";
+import { GPT, type GPTConfig } from "./gpt.ts";
+import { Llama } from "./llama.ts";
+import type { LlamaConfig } from "./llama_config.ts";
+import type { LanguageModel } from "./model.ts";
+
+/** GPT-2 sizes (`family` absent or `gpt2`) or LLaMA sizes (`family: "llama"`). */
+export type ModelSpec = (GPTConfig & { family?: "gpt2" }) | (LlamaConfig & { family: "llama" });
+
+/** A fresh model of `spec`'s family with its family's init drawn from `seed`. */
+export function createModel(gpu: Gpu, spec: ModelSpec, options: { seed?: number } = {}): LanguageModel {
+  if (spec.family === "llama") {
+    const { family: _, ...config } = spec;
+    return new Llama(gpu, config, options);
+  }
+  const { family: _, ...config } = spec;
+  return new GPT(gpu, config, options);
+}
+
+/** `spec`'s family. */
+export function familyOf(spec: ModelSpec): "gpt2" | "llama" {
+  return spec.family ?? "gpt2";
+}
+
+/** The config.json key of the longest sequence in `family`'s checkpoints (for error messages). */
+export function positionsKey(family: "gpt2" | "llama"): string {
+  return family === "gpt2" ? "n_positions" : "max_position_embeddings";
+}
