@@ -1,11 +1,13 @@
 import { deepEqual, equal, notEqual, ok, throws } from "node:assert/strict";
 import { backward, noGrad, savedActivationBytes } from "../core/autograd.ts";
 import { CATEGORIES, sizeClass } from "../core/memory.ts";
+import { initParams, Linear } from "../core/nn/layers.ts";
 import { gelu } from "../core/ops/gelu.ts";
 import { matmul } from "../core/ops/matmul.ts";
 import { sum } from "../core/ops/reduce.ts";
+import { Rng } from "../core/random.ts";
 import { empty, fromArray, tidy } from "../core/tensor.ts";
-import { gpuTest, param } from "./helpers.ts";
+import { gpuTest, param, randomArray, rng } from "./helpers.ts";
 
 gpuTest(
   "allocating and freeing tensors moves live bytes by exactly their sizes, per category",
@@ -74,7 +76,8 @@ gpuTest("the timeline records allocations, frees, retags and marks", (gpu) => {
 gpuTest(
   "a frozen matmul keeps no copy of its input; a trainable one keeps exactly its input",
   async (gpu) => {
-    const x = param(gpu, new Float32Array(4 * 8).fill(1), [4, 8], "x");
+    // An activation that needs a gradient (a weight would not count as a saved activation).
+    const x = fromArray(gpu, new Float32Array(4 * 8).fill(1), [4, 8], { requiresGrad: true, name: "x" });
     const frozen = fromArray(gpu, new Float32Array(8 * 3).fill(1), [8, 3], { category: "weights" });
     const trainable = param(gpu, new Float32Array(8 * 3).fill(1), [8, 3], "w");
     const y1 = matmul(x, frozen);
@@ -89,6 +92,34 @@ gpuTest(
     for (const t of [x, frozen, trainable, y1, y2, input]) t.dispose();
   },
 );
+
+for (const layout of ["in_out", "out_in"] as const) {
+  gpuTest(
+    `a frozen ${layout} Linear keeps no copy of its input and gets no gradient; a trainable one keeps exactly its input`,
+    async (gpu) => {
+      await gpu.submit();
+      const grads0 = gpu.memory.stats().live.grads;
+      const rand = rng(3);
+      const make = initParams(gpu, new Rng(1));
+      const frozen = new Linear(make, 8, 6, 0.5, "frozen", { bias: false, layout });
+      frozen.weight.requiresGrad = false;
+      const trainable = new Linear(make, 8, 6, 0.5, "trainable", { bias: false, layout });
+      // An activation that needs a gradient (a weight would not count as a saved activation).
+      const x = fromArray(gpu, randomArray(rand, 4 * 8), [4, 8], { requiresGrad: true, name: "x" });
+      const y1 = frozen.forward(x);
+      equal(savedActivationBytes(), 0);
+      backward(sum(y1));
+      const input = fromArray(gpu, randomArray(rand, 4 * 8), [4, 8], { name: "input" });
+      const y2 = trainable.forward(input);
+      equal(savedActivationBytes(), input.bytes);
+      backward(sum(y2));
+      await gpu.submit();
+      equal(frozen.weight.grad, null);
+      equal(gpu.memory.stats().live.grads - grads0, x.bytes + trainable.weight.bytes);
+      for (const t of [x, y1, input, y2, frozen.weight, trainable.weight]) t.dispose();
+    },
+  );
+}
 
 gpuTest(
   "frozen weights get no gradient buffer and no graph is recorded without trainable inputs",
