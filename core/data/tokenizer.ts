@@ -43,7 +43,7 @@ export function tokenizerFor(vocabSize: number): Tokenizer {
   if (vocabSize === 256) return bytesTokenizer;
   if (vocabSize === 50257 || vocabSize === 50304) return gpt2Tokenizer;
   throw new Error(
-    `no tokenizer for vocab_size ${vocabSize}: text needs vocab 256 (bytes) or 50257 (GPT-2 BPE); give token ids as a .bin file instead`,
+    `no tokenizer for vocab_size ${vocabSize}: text needs vocab 256 (bytes), 50257 (GPT-2 BPE) or a tokenizer.json in the model's folder; give token ids as a .bin file instead`,
   );
 }
 
