@@ -84,7 +84,10 @@ gpuTest("broken checkpoints are rejected naming the file and the tensor", async 
   await rejects(loadGPT2(gpu, dir), /config.json: not valid JSON/);
   await write(tensors([]));
   await Deno.remove(`${dir}/model.safetensors`);
-  await rejects(loadGPT2(gpu, dir), /neither model.safetensors.index.json nor model.safetensors \(only safetensors checkpoints are read/);
+  await rejects(
+    loadGPT2(gpu, dir),
+    /neither model.safetensors.index.json nor model.safetensors \(only safetensors checkpoints are read/,
+  );
   await rejects(loadGPT2(gpu, `${dir}/nowhere`), /config.json: cannot read/);
   await Deno.remove(dir, { recursive: true });
 });
