@@ -9,6 +9,8 @@
  * SwiGLU; core/nn/llama.ts), and the tests check every category of each against measured runs of
  * both kernel families and state the error.
  */
+import { configFromHF } from "../core/io/hf.ts";
+import { llamaConfigFromHF, modelTypeOf } from "../core/nn/llama_config.ts";
 import { DEFAULT_READ_EVERY } from "../core/finetune/trainer.ts";
 import { CATEGORIES, type CategoryBytes } from "../core/memory.ts";
 import { lmHeadChunkRows } from "../core/ops/lm_head.ts";
@@ -39,6 +41,37 @@ export interface Architecture {
   positions: number;
   /** The head reuses the embedding's weight (tie_word_embeddings): always for GPT-2, default false for LLaMA. */
   tiedHead?: boolean;
+}
+
+/**
+ * The architecture a Hugging Face config.json object describes (model_type gpt2, llama or mistral),
+ * checked as loading the model would check it; `where` names the file in errors.
+ */
+export function architectureFromConfig(raw: unknown, where = "config.json"): Architecture {
+  if (modelTypeOf(raw, where) === "gpt2") {
+    const c = configFromHF(raw, where);
+    return {
+      family: "gpt2",
+      vocab: c.vocabSize,
+      d: c.nEmbd,
+      layers: c.nLayer,
+      heads: c.nHead,
+      ffn: 4 * c.nEmbd,
+      positions: c.blockSize,
+    };
+  }
+  const c = llamaConfigFromHF(raw, where);
+  return {
+    family: "llama",
+    vocab: c.vocabSize,
+    d: c.nEmbd,
+    layers: c.nLayer,
+    heads: c.nHead,
+    kvHeads: c.nKvHead,
+    ffn: c.nInner,
+    positions: 0,
+    tiedHead: c.tiedHead,
+  };
 }
 
 /** The models the paper reports, and ours (sizes from each model's Hugging Face config.json). */

@@ -33,7 +33,7 @@ export async function evalCommand(o: EvalOptions): Promise<EvalResult> {
     if (o.blockSize > model.config.blockSize) {
       throw new FlagError(
         `--block-size ${o.blockSize} exceeds the model's ${
-          positionsKey(model.family)
+          positionsKey(model)
         } ${model.config.blockSize}`,
       );
     }

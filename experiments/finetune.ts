@@ -208,7 +208,7 @@ async function finetuneWith(
   if (o.blockSize > model.config.blockSize) {
     throw new FlagError(
       `--block-size ${o.blockSize} exceeds the model's ${
-        positionsKey(model.family)
+        positionsKey(model)
       } ${model.config.blockSize}`,
     );
   }

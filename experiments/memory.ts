@@ -1,5 +1,5 @@
 /**
- * `deno task memory --model gpt2|gpt2-medium|tinyllama|llama2-7b|llama2-70b|mistral-7b
+ * `deno task memory --model gpt2|gpt2-medium|tinyllama|llama2-7b|llama2-70b|mistral-7b|DIR
  * --method full|lora|lisa [--rank R] [--attn-only] [--gamma G] [--state reset|keep|offload] [--batch B]
  * [--seq T] [--weight-bytes 4|2] [--kernels gpu|software]`: predicted peak memory by category from our
  * accounting rules (experiments/estimator.ts), then the paper's reported figures beside our
@@ -7,12 +7,23 @@
  * LLaMA's, which TinyLlama, LLaMA-2 and Mistral use) come from what our ops save and allocate and are
  * tested against measured runs of both kernel families (tests/experiments/estimator_test.ts).
  * `--attn-only` puts LoRA on PEFT's default targets (GPT-2's c_attn; LLaMA's q_proj and v_proj).
+ * `--model DIR` estimates the model a Hugging Face folder's config.json describes (either family).
  */
 import { CATEGORIES } from "../core/memory.ts";
-import { ARCHITECTURES, estimate, type EstimateOptions } from "./estimator.ts";
+import { configFromHF, readConfigJson } from "../core/io/hf.ts";
+import { llamaConfigFromHF, modelTypeOf } from "../core/nn/llama_config.ts";
+import {
+  type Architecture,
+  architectureFromConfig,
+  ARCHITECTURES,
+  estimate,
+  type EstimateOptions,
+} from "./estimator.ts";
 import { flagChoice, FlagError, flagNumber, parseFlags, runCli } from "./flags.ts";
 
 const GB = 1e9;
+const inGB = (bytes: number) => `${(bytes / GB).toFixed(2).padStart(9)} GB`;
+const inMB = (bytes: number) => `${(bytes / 1e6).toFixed(2).padStart(9)} MB`;
 
 /**
  * The paper's reported peak GPU memory (Pan et al. 2024, arXiv 2403.17919), in GB; `atLeast` marks a
@@ -37,11 +48,23 @@ export const PAPER_FIGURES: {
 ];
 
 const USAGE =
-  `deno task memory [--model ${Object.keys(ARCHITECTURES).join("|")}] [--method full|lora|lisa] ` +
+  `deno task memory [--model ${Object.keys(ARCHITECTURES).join("|")}|DIR] [--method full|lora|lisa] ` +
   "[--rank R] [--attn-only] [--gamma G] [--state reset|keep|offload] [--batch B] [--seq T] " +
   "[--weight-bytes 4|2] [--kernels gpu|software] (GPT-2 and LLaMA rules, tested against measured runs)";
 
-function main(): void {
+/** `--model`: a name from ARCHITECTURES, or a model folder whose config.json describes the model. */
+async function architectureOf(name: string): Promise<[string, Architecture, number | null]> {
+  if (Object.hasOwn(ARCHITECTURES, name)) return [name, ARCHITECTURES[name], null];
+  if (!name.includes("/") && !name.startsWith(".")) flagChoice("model", name, Object.keys(ARCHITECTURES));
+  const where = `${name}/config.json`;
+  const raw = await readConfigJson(name);
+  const longest = modelTypeOf(raw, where) === "gpt2"
+    ? configFromHF(raw, where).blockSize
+    : llamaConfigFromHF(raw, where).blockSize;
+  return [name, architectureFromConfig(raw, where), longest];
+}
+
+async function main(): Promise<void> {
   const values = parseFlags(Deno.args, {
     model: { type: "string", default: "gpt2" },
     method: { type: "string", default: "lisa" },
@@ -54,8 +77,7 @@ function main(): void {
     "weight-bytes": { type: "string", default: "4" },
     kernels: { type: "string", default: "gpu" },
   });
-  const model = flagChoice("model", values.model, Object.keys(ARCHITECTURES));
-  const arch = ARCHITECTURES[model];
+  const [model, arch, longest] = await architectureOf(values.model);
   const method = flagChoice("method", values.method, ["full", "lora", "lisa"] as const);
   const kernels = flagChoice("kernels", values.kernels, ["gpu", "software"] as const);
   const o: EstimateOptions = {
@@ -69,6 +91,9 @@ function main(): void {
     policy: flagChoice("state", values.state, ["reset", "keep", "offload"] as const),
     weightBytes: Number(flagChoice("weight-bytes", values["weight-bytes"], ["4", "2"] as const)),
   };
+  if (longest !== null && o.seq > longest) {
+    throw new FlagError(`--seq ${o.seq} exceeds ${model}'s longest sequence ${longest}`);
+  }
   if (method === "lisa" && o.gamma! > arch.layers) {
     throw new FlagError(`--gamma ${o.gamma}: ${model} has ${arch.layers} blocks`);
   }
@@ -76,8 +101,10 @@ function main(): void {
   console.log(
     `${model}, ${method}, batch ${o.batch} × ${o.seq} tokens, weights ${o.weightBytes} B/param, ${kernels} kernels:`,
   );
-  for (const c of CATEGORIES) console.log(`  ${c.padEnd(12)} ${(e[c] / GB).toFixed(2).padStart(9)} GB`);
-  console.log(`  ${"total".padEnd(12)} ${(e.total / GB).toFixed(2).padStart(9)} GB`);
+  // A folder's small model reads better in MB.
+  const unit = e.total >= GB ? inGB : inMB;
+  for (const c of CATEGORIES) console.log(`  ${c.padEnd(12)} ${unit(e[c])}`);
+  console.log(`  ${"total".padEnd(12)} ${unit(e.total)}`);
   console.log(
     `\n${arch.family === "gpt2" ? "GPT-2" : "LLaMA"} rules: what our ops save and allocate, tested against ` +
       "measured runs of both kernel families (tests/experiments/estimator_test.ts).",
@@ -102,4 +129,4 @@ function main(): void {
   );
 }
 
-if (import.meta.main) await runCli("memory", USAGE, () => Promise.resolve().then(main));
+if (import.meta.main) await runCli("memory", USAGE, main);

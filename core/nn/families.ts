@@ -27,7 +27,14 @@ export function familyOf(spec: ModelSpec): "gpt2" | "llama" {
   return spec.family ?? "gpt2";
 }
 
-/** The config.json key of the longest sequence in `family`'s checkpoints (for error messages). */
-export function positionsKey(family: "gpt2" | "llama"): string {
-  return family === "gpt2" ? "n_positions" : "max_position_embeddings";
+/**
+ * The config.json key that sets `model`'s longest sequence, for error messages: `n_positions` (GPT-2),
+ * `max_position_embeddings` (LLaMA), or `sliding_window` (a Mistral whose window is shorter: longer
+ * sequences would need sliding-window attention, which is not implemented).
+ */
+export function positionsKey(model: LanguageModel): string {
+  if (model.family === "gpt2") return "n_positions";
+  return (model.config as LlamaConfig).slidingWindow !== undefined
+    ? "sliding_window"
+    : "max_position_embeddings";
 }

@@ -307,6 +307,12 @@ export class Llama implements LanguageModel {
   /** Final hidden states norm(...) for `input.ids`: [B, T, C]. */
   hidden(input: ModelInput): Tensor {
     const { batchSize: b, blockSize: t } = input;
+    if (this.config.slidingWindow !== undefined && t > this.config.slidingWindow) {
+      throw new Error(
+        `LLaMA: sequence of ${t} tokens exceeds Mistral's sliding_window ${this.config.slidingWindow}; ` +
+          "sliding-window attention is not implemented, so sequences are limited to the window",
+      );
+    }
     checkIds("LLaMA", input, this.config.blockSize);
     const ids = fromArray(this.gpu, input.ids, [b, t], { dtype: "u32", name: "ids" });
     let x = this.embed_tokens.forward(ids, input.ids);

@@ -35,6 +35,11 @@ export interface LlamaConfig {
   ropeTheta: number;
   /** tie_word_embeddings (false when absent, as LlamaConfig's default). */
   tiedHead: boolean;
+  /**
+   * Mistral's sliding_window when it is what caps `blockSize` (shorter than max_position_embeddings);
+   * absent otherwise. Named in the error for a longer sequence.
+   */
+  slidingWindow?: number;
 }
 
 /**
@@ -125,16 +130,21 @@ export function llamaConfigFromHF(raw: unknown, where = "config.json"): LlamaCon
   // attention, so the longest sequence is capped there rather than computed differently.
   if (type === "mistral" && j.sliding_window !== undefined && j.sliding_window !== null) {
     const w = int("sliding_window");
-    config.blockSize = Math.min(config.blockSize, w);
+    if (w < config.blockSize) {
+      config.blockSize = w;
+      config.slidingWindow = w;
+    }
   }
   return config;
 }
 
-/** `c` as a transformers LlamaConfig config.json object. */
+/** `c` as a transformers LlamaConfig config.json object (MistralConfig when it has a sliding window). */
 export function llamaConfigToHF(c: LlamaConfig): Record<string, unknown> {
+  const mistral = c.slidingWindow !== undefined;
   return {
-    model_type: "llama",
-    architectures: ["LlamaForCausalLM"],
+    model_type: mistral ? "mistral" : "llama",
+    architectures: [mistral ? "MistralForCausalLM" : "LlamaForCausalLM"],
+    ...(mistral ? { sliding_window: c.slidingWindow } : {}),
     vocab_size: c.vocabSize,
     max_position_embeddings: c.blockSize,
     num_hidden_layers: c.nLayer,

@@ -24,3 +24,37 @@ for (const model of ["tinyllama", "llama2-7b", "llama2-70b", "mistral-7b"]) {
     }
   });
 }
+
+Deno.test("deno task memory --model DIR estimates the model a folder's config.json describes, either family", async () => {
+  const folders = [
+    ["gpt2_tiny/bare", { family: "gpt2", vocab: 61, d: 16, layers: 2, heads: 2, ffn: 64, positions: 16 }],
+    ["llama_tiny/gqa", {
+      family: "llama",
+      vocab: 61,
+      d: 32,
+      layers: 2,
+      heads: 4,
+      kvHeads: 2,
+      ffn: 72,
+      positions: 0,
+      tiedHead: false,
+    }],
+  ] as const;
+  for (const [folder, arch] of folders) {
+    const dir = new URL(`../fixtures/${folder}`, import.meta.url).pathname;
+    const r = await runTask("memory", "experiments/memory.ts", [
+      "--model",
+      dir,
+      "--method",
+      "full",
+      "--seq",
+      "16",
+    ]);
+    equal(r.code, 0, r.stderr);
+    const e = estimate(arch, { method: "full", batch: 1, seq: 16 });
+    const line = r.stdout.split("\n").find((l) => l.trim().startsWith("weights "));
+    equal(line?.trim().split(/\s+/)[1], (e.weights / 1e6).toFixed(2), `${folder}: ${line}`);
+    const long = await runTask("memory", "experiments/memory.ts", ["--model", dir, "--seq", "1024"]);
+    ok(long.code !== 0 && /--seq 1024 exceeds .*'s longest sequence (16|32)/.test(long.stderr), long.stderr);
+  }
+});

@@ -3,7 +3,7 @@
  * tensor or key), and saves that come back as they went (single file or shards, F32 or BF16, the
  * source's config.json kept), in folders outside the project.
  */
-import { deepEqual, equal, ok, rejects } from "node:assert/strict";
+import { deepEqual, equal, ok, rejects, throws } from "node:assert/strict";
 import { CheckpointError, readCheckpointTensors } from "../../core/io/hf.ts";
 import { llamaLayout, loadLlama, saveLlama } from "../../core/io/llama.ts";
 import { loadModel, saveModel } from "../../core/io/models.ts";
@@ -69,6 +69,11 @@ gpuTest("loadModel dispatches on model_type; a LLaMA folder's values load as wri
     const mistral = await loadModel(gpu, dir);
     equal(mistral.source.modelType, "mistral");
     equal(mistral.model.config.blockSize, 16);
+    const long = { ids: new Uint32Array(17), targets: new Uint32Array(17), batchSize: 1, blockSize: 17 };
+    throws(
+      () => mistral.model.loss(long),
+      /17 tokens exceeds Mistral's sliding_window 16; sliding-window attention is not implemented/,
+    );
     mistral.model.dispose();
     await writeDir(dir, t, { ...llamaConfigToHF(CONFIG), model_type: "falcon" });
     await rejects(
