@@ -149,6 +149,16 @@ export {
 export { AdamW, type AdamWOptions, type ParamState, type StepResult } from "./core/optim/adamw.ts";
 export { makeSchedule, type Schedule, type ScheduleOptions } from "./core/optim/schedule.ts";
 export {
+  type DirEntry,
+  type FileHost,
+  getHost,
+  isNotFound,
+  memoryHost,
+  type MemoryHostOptions,
+  NotFoundError,
+  setHost,
+} from "./core/host.ts";
+export {
   encodeSafetensors,
   f16ToF32,
   type F32Tensor,

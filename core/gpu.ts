@@ -18,6 +18,7 @@ import {
   resolveKernelFamily,
 } from "../kernels/select.ts";
 import { type Allocation, GpuMemoryError, Memory } from "./memory.ts";
+import { getHost } from "./host.ts";
 
 /** Native backends Deno's WebGPU (wgpu) can use. */
 export type Backend = "vulkan" | "gl" | "metal" | "dx12";
@@ -647,11 +648,7 @@ export class Gpu {
 }
 
 function envVar(name: string): string | undefined {
-  try {
-    return Deno.env.get(name) || undefined;
-  } catch {
-    return undefined; // no --allow-env for it: as if unset
-  }
+  return getHost().env(name) || undefined;
 }
 
 /** `LISA_GPU_DEBUG`: `1`/`true` on, unset/`0`/`false` off; anything else is refused by name. */
@@ -710,7 +707,7 @@ export async function requestGpu(options: GpuOptions = {}): Promise<Gpu> {
           "a backend can only be chosen before the first adapter request of the process",
       );
     }
-    Deno.env.set("DENO_WEBGPU_BACKEND", options.backend);
+    getHost().setEnv("DENO_WEBGPU_BACKEND", options.backend);
   }
   if (typeof navigator === "undefined" || !navigator.gpu) {
     throw new NoAdapterError("this runtime has no navigator.gpu");

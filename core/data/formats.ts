@@ -6,6 +6,7 @@
  * writers allow (a trailing newline makes one). A file must give at least one input and its target:
  * 2 tokens in a stream, 2 ids in every example.
  */
+import { getHost } from "../host.ts";
 import { encodeDocuments, type Tokenizer } from "./tokenizer.ts";
 
 /** A prompt/response pair as ids, with `mask` 1 on the ids that are targets whose loss counts. */
@@ -33,7 +34,7 @@ export async function loadDataset(
   formatOf(path); // an unknown extension fails before the read
   let bytes: Uint8Array;
   try {
-    bytes = await Deno.readFile(path);
+    bytes = await getHost().readFile(path);
   } catch (e) {
     throw new Error(`${path}: cannot read data file (${oneLine((e as Error).message)})`, { cause: e });
   }

@@ -7,6 +7,7 @@
  * `base_model.model.model.layers.N.self_attn.q_proj.lora_A.weight` for LLaMA; A [r, in], B [out, r];
  * `fan_in_fan_out` true for GPT-2's Conv1D, false for LLaMA), and can be merged into the base weights.
  */
+import { getHost } from "../host.ts";
 import { downloadParameters } from "../io/hf.ts";
 import {
   encodeSafetensors,
@@ -153,7 +154,7 @@ export class LoraMethod extends StaticMethod {
 
   /** Writes `adapter_config.json` and `adapter_model.safetensors` (PEFT's layout) to `dir`. */
   async exportPeft(dir: string, baseModel = ""): Promise<void> {
-    await Deno.mkdir(dir, { recursive: true });
+    await getHost().mkdir(dir, { recursive: true });
     const params = await downloadParameters(this.model, this.#params);
     const tensors: Record<string, F32Tensor> = {};
     for (const [name, t] of params) tensors[`${this.model.peftPrefix}${name}`] = t;

@@ -6,6 +6,7 @@
  * folder beside its place and swapped in by two renames; a process killed at any moment leaves
  * either the old checkpoint or the new one, which {@link findCheckpoint} puts back in place.
  */
+import { exists, getHost, isNotFound } from "../host.ts";
 import type { AdamW } from "../optim/adamw.ts";
 import type { Tensor } from "../tensor.ts";
 import { CheckpointError } from "./hf.ts";
@@ -40,8 +41,6 @@ export interface CheckpointParts {
 /** The phases of {@link saveCheckpoint}, in order (for fault-injection tests). */
 export type CheckpointPhase = "weights" | "optimizer" | "trainer" | "swap-out" | "swap-in" | "cleanup";
 
-const exists = (p: string) => Deno.stat(p).then(() => true, () => false);
-
 /** The sibling folders of `dir` whose names start with `${basename(dir)}.${kind}-`. */
 async function siblings(dir: string, kind: "tmp" | "old"): Promise<string[]> {
   const slash = dir.replace(/\/+$/, "").lastIndexOf("/");
@@ -49,11 +48,11 @@ async function siblings(dir: string, kind: "tmp" | "old"): Promise<string[]> {
   const prefix = `${dir.slice(slash + 1).replace(/\/+$/, "")}.${kind}-`;
   const out: string[] = [];
   try {
-    for await (const e of Deno.readDir(parent)) {
+    for (const e of await getHost().readDir(parent)) {
       if (e.isDirectory && e.name.startsWith(prefix)) out.push(`${parent}/${e.name}`);
     }
   } catch (e) {
-    if (!(e instanceof Deno.errors.NotFound)) throw e;
+    if (!isNotFound(e)) throw e;
   }
   return out.sort();
 }
@@ -67,9 +66,10 @@ export async function saveCheckpoint(
   parts: CheckpointParts,
   onPhase?: (phase: CheckpointPhase) => void | Promise<void>,
 ): Promise<void> {
-  for (const stale of await siblings(dir, "tmp")) await Deno.remove(stale, { recursive: true });
-  const tmp = `${dir}.tmp-${Deno.pid}`;
-  await Deno.mkdir(tmp, { recursive: true });
+  const host = getHost();
+  for (const stale of await siblings(dir, "tmp")) await host.remove(stale, { recursive: true });
+  const tmp = `${dir}.tmp-${host.pid}`;
+  await host.mkdir(tmp, { recursive: true });
   await onPhase?.("weights");
   await parts.weights(tmp);
   await onPhase?.("optimizer");
@@ -83,19 +83,19 @@ export async function saveCheckpoint(
     optimizerSteps[s.name] = s.step;
     if (s.offloaded) offloaded.push(s.name);
   }
-  await Deno.writeFile(`${tmp}/optimizer.safetensors`, encodeSafetensors(tensors));
+  await host.writeFile(`${tmp}/optimizer.safetensors`, encodeSafetensors(tensors));
   await onPhase?.("trainer");
   const state: TrainerState = { ...parts.state, optimizerSteps, offloaded };
-  await Deno.writeTextFile(`${tmp}/trainer.json`, JSON.stringify(state) + "\n");
+  await host.writeFile(`${tmp}/trainer.json`, new TextEncoder().encode(JSON.stringify(state) + "\n"));
   // trainer.json is written last: a folder that has it is whole.
   await onPhase?.("swap-out");
-  const old = `${dir}.old-${Deno.pid}`;
+  const old = `${dir}.old-${host.pid}`;
   const had = await exists(dir);
-  if (had) await Deno.rename(dir, old);
+  if (had) await host.rename(dir, old);
   await onPhase?.("swap-in");
-  await Deno.rename(tmp, dir);
+  await host.rename(tmp, dir);
   await onPhase?.("cleanup");
-  for (const o of await siblings(dir, "old")) await Deno.remove(o, { recursive: true });
+  for (const o of await siblings(dir, "old")) await host.remove(o, { recursive: true });
 }
 
 /**
@@ -104,20 +104,21 @@ export async function saveCheckpoint(
  * folders are removed. Returns null when there is no checkpoint.
  */
 export async function findCheckpoint(dir: string): Promise<string | null> {
+  const host = getHost();
   const whole = (d: string) => exists(`${d}/trainer.json`);
   if (!(await exists(dir))) {
     const olds = (await Promise.all((await siblings(dir, "old")).map(async (d) =>
       [d, await whole(d)] as const
     )))
       .filter(([, ok]) => ok);
-    if (olds.length) await Deno.rename(olds[olds.length - 1][0], dir);
+    if (olds.length) await host.rename(olds[olds.length - 1][0], dir);
   }
-  for (const stale of await siblings(dir, "tmp")) await Deno.remove(stale, { recursive: true });
+  for (const stale of await siblings(dir, "tmp")) await host.remove(stale, { recursive: true });
   if (!(await exists(dir))) return null;
   if (!(await whole(dir))) {
     throw new CheckpointError(`checkpoint ${dir}: trainer.json is missing (not a checkpoint folder)`);
   }
-  for (const o of await siblings(dir, "old")) await Deno.remove(o, { recursive: true });
+  for (const o of await siblings(dir, "old")) await host.remove(o, { recursive: true });
   return dir;
 }
 
@@ -126,7 +127,7 @@ export async function loadTrainerState(dir: string, optimizer: AdamW): Promise<T
   const path = `${dir}/trainer.json`;
   let state: TrainerState;
   try {
-    state = JSON.parse(await Deno.readTextFile(path));
+    state = JSON.parse(new TextDecoder().decode(await getHost().readFile(path)));
   } catch (e) {
     throw new CheckpointError(`${path}: cannot read (${(e as Error).message.split("\n")[0]})`);
   }

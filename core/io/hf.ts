@@ -6,6 +6,7 @@
  * A directory's `tokenizer.json`, when it has one, is read by `readTokenizer`.
  */
 import type { Gpu } from "../gpu.ts";
+import { exists, getHost, isNotFound, readFileOrNull } from "../host.ts";
 import type { Tensor } from "../tensor.ts";
 import type { Tokenizer } from "../data/tokenizer.ts";
 import { tokenizerFromJson } from "../data/hf_tokenizer.ts";
@@ -255,9 +256,8 @@ export async function readTokenizer(dir: string): Promise<Tokenizer | null> {
 /** The bytes of `path`, or null when there is no such file; any other failure names the file. */
 async function readOptional(path: string): Promise<Uint8Array | null> {
   try {
-    return await Deno.readFile(path);
+    return await readFileOrNull(path);
   } catch (e) {
-    if (e instanceof Deno.errors.NotFound) return null;
     throw new CheckpointError(`${path}: cannot read (${oneLine((e as Error).message)})`);
   }
 }
@@ -288,7 +288,7 @@ export async function downloadParameters(
  * LoRA adapters are not part of it (export them with the LoRA method, or merge them first).
  */
 export async function saveGPT2(model: GPT, dir: string, keyStyle: KeyStyle = "bare"): Promise<void> {
-  await Deno.mkdir(dir, { recursive: true });
+  await getHost().mkdir(dir, { recursive: true });
   const params = await downloadParameters(
     model,
     model.namedParameters().filter(([n]) => !n.includes(".lora_")),
@@ -311,27 +311,30 @@ const SHARD_NAME = /^model-\d{5}-of-\d{5}\.safetensors$/;
  * checkpoint.ts would not do here: it replaces the whole folder, config and tokenizer included.)
  */
 export async function writeSafetensorsLayout(dir: string, layout: SafetensorsLayout): Promise<void> {
-  await Deno.mkdir(dir, { recursive: true });
-  const tmp = `${dir}/.safetensors.tmp-${Deno.pid}-${Date.now()}`;
-  await Deno.mkdir(tmp);
+  const host = getHost();
+  await host.mkdir(dir, { recursive: true });
+  const tmp = `${dir}/.safetensors.tmp-${host.pid}-${Date.now()}`;
+  await host.mkdir(tmp);
   try {
-    for (const [file, bytes] of layout.files) await Deno.writeFile(`${tmp}/${file}`, bytes);
-    if (layout.index !== null) await Deno.writeTextFile(`${tmp}/${INDEX_FILE}`, layout.index);
-    await Deno.rename(`${dir}/${INDEX_FILE}`, `${tmp}/old.${INDEX_FILE}`).catch((e) => {
-      if (!(e instanceof Deno.errors.NotFound)) throw e;
+    for (const [file, bytes] of layout.files) await host.writeFile(`${tmp}/${file}`, bytes);
+    if (layout.index !== null) {
+      await host.writeFile(`${tmp}/${INDEX_FILE}`, new TextEncoder().encode(layout.index));
+    }
+    await host.rename(`${dir}/${INDEX_FILE}`, `${tmp}/old.${INDEX_FILE}`).catch((e) => {
+      if (!isNotFound(e)) throw e;
     });
-    for (const file of layout.files.keys()) await Deno.rename(`${tmp}/${file}`, `${dir}/${file}`);
-    if (layout.index !== null) await Deno.rename(`${tmp}/${INDEX_FILE}`, `${dir}/${INDEX_FILE}`);
-    for await (const e of Deno.readDir(dir)) {
+    for (const file of layout.files.keys()) await host.rename(`${tmp}/${file}`, `${dir}/${file}`);
+    if (layout.index !== null) await host.rename(`${tmp}/${INDEX_FILE}`, `${dir}/${INDEX_FILE}`);
+    for (const e of await host.readDir(dir)) {
       const stale = e.isFile && !layout.files.has(e.name) &&
         (SHARD_NAME.test(e.name) || (e.name === SINGLE_FILE && layout.index !== null));
-      if (stale) await Deno.remove(`${dir}/${e.name}`);
+      if (stale) await host.remove(`${dir}/${e.name}`);
       // A temporary folder left by a write that was killed holds nothing that is in place.
       const left = e.isDirectory && e.name.startsWith(".safetensors.tmp-") && `${dir}/${e.name}` !== tmp;
-      if (left) await Deno.remove(`${dir}/${e.name}`, { recursive: true });
+      if (left) await host.remove(`${dir}/${e.name}`, { recursive: true });
     }
   } finally {
-    await Deno.remove(tmp, { recursive: true }).catch(() => {});
+    await host.remove(tmp, { recursive: true }).catch(() => {});
   }
 }
 
@@ -359,15 +362,13 @@ export async function readCheckpointTensors(
     // readShardedSafetensors names a shard it cannot read.
     const tensors = await readShardedSafetensors(
       new TextDecoder().decode(index),
-      (file) => Deno.readFile(`${dir}/${file}`),
+      (file) => getHost().readFile(`${dir}/${file}`),
       indexPath,
     );
     return { tensors, sharded: true, where: indexPath };
   }
   const single = `${dir}/${SINGLE_FILE}`;
-  try {
-    await Deno.stat(single);
-  } catch {
+  if (!(await exists(single))) {
     throw new CheckpointError(
       `${dir}: neither ${INDEX_FILE} nor ${SINGLE_FILE} (only safetensors checkpoints are read; convert pytorch_model.bin first)`,
     );

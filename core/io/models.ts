@@ -4,6 +4,7 @@
  * a model back in its family's layout, as it was loaded when given the `source`.
  */
 import type { Gpu } from "../gpu.ts";
+import { readFileOrNull } from "../host.ts";
 import { GPT } from "../nn/gpt.ts";
 import { Llama } from "../nn/llama.ts";
 import { type ModelType, modelTypeOf } from "../nn/llama_config.ts";
@@ -88,13 +89,7 @@ export const MODEL_SIDE_FILES = [
 /** Copies {@link MODEL_SIDE_FILES} that `from` has into `to` (atomically each), so `to` is a whole model folder. */
 export async function copySideFiles(from: string, to: string): Promise<void> {
   for (const name of MODEL_SIDE_FILES) {
-    let bytes: Uint8Array;
-    try {
-      bytes = await Deno.readFile(`${from}/${name}`);
-    } catch (e) {
-      if (e instanceof Deno.errors.NotFound) continue;
-      throw e;
-    }
-    await writeFileAtomic(`${to}/${name}`, bytes);
+    const bytes = await readFileOrNull(`${from}/${name}`);
+    if (bytes) await writeFileAtomic(`${to}/${name}`, bytes);
   }
 }

@@ -5,6 +5,7 @@
  * offsets at fault. As the reference reader, the header is capped at 100 MB and tensors may not
  * overlap; unlike it, gaps and trailing bytes in the data section are allowed.
  */
+import { getHost } from "../host.ts";
 
 /** Element types we know the size of. */
 export type SafeDType = "F64" | "F32" | "F16" | "BF16" | "I64" | "I32" | "I16" | "I8" | "U8" | "BOOL";
@@ -330,13 +331,13 @@ export function encodeSafetensors(
 
 /** Writes `bytes` to `path` atomically: a temporary file in the same folder, then a rename. */
 export async function writeFileAtomic(path: string, bytes: Uint8Array | string): Promise<void> {
-  const tmp = `${path}.tmp-${Deno.pid}-${Date.now()}`;
+  const host = getHost();
+  const tmp = `${path}.tmp-${host.pid}-${Date.now()}`;
   try {
-    if (typeof bytes === "string") await Deno.writeTextFile(tmp, bytes);
-    else await Deno.writeFile(tmp, bytes);
-    await Deno.rename(tmp, path);
+    await host.writeFile(tmp, typeof bytes === "string" ? new TextEncoder().encode(bytes) : bytes);
+    await host.rename(tmp, path);
   } catch (e) {
-    await Deno.remove(tmp).catch(() => {});
+    await host.remove(tmp).catch(() => {});
     throw e;
   }
 }
@@ -345,7 +346,7 @@ export async function writeFileAtomic(path: string, bytes: Uint8Array | string):
 export async function readSafetensorsFile(path: string): Promise<Safetensors> {
   let bytes: Uint8Array;
   try {
-    bytes = await Deno.readFile(path);
+    bytes = await getHost().readFile(path);
   } catch (e) {
     throw new SafetensorsError(path, `cannot read (${oneLine((e as Error).message)})`);
   }
