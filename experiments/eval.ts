@@ -32,9 +32,7 @@ export async function evalCommand(o: EvalOptions): Promise<EvalResult> {
     const v = model.config.vocabSize;
     if (o.blockSize > model.config.blockSize) {
       throw new FlagError(
-        `--block-size ${o.blockSize} exceeds the model's ${
-          positionsKey(model)
-        } ${model.config.blockSize}`,
+        `--block-size ${o.blockSize} exceeds the model's ${positionsKey(model)} ${model.config.blockSize}`,
       );
     }
     const data = await loadDataset(

@@ -207,9 +207,7 @@ async function finetuneWith(
   own(model);
   if (o.blockSize > model.config.blockSize) {
     throw new FlagError(
-      `--block-size ${o.blockSize} exceeds the model's ${
-        positionsKey(model)
-      } ${model.config.blockSize}`,
+      `--block-size ${o.blockSize} exceeds the model's ${positionsKey(model)} ${model.config.blockSize}`,
     );
   }
   const v = model.config.vocabSize;

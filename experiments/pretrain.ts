@@ -9,7 +9,7 @@
  */
 import { type Gpu, requestGpu } from "../core/gpu.ts";
 import { loadBrownTokens } from "../core/data/corpora.ts";
-import { evalWindows, splitTrainVal, StreamBatcher, type StreamBatcherState } from "../core/data/batches.ts";
+import type { StreamBatcherState } from "../core/data/batches.ts";
 import { tokenizerFor } from "../core/data/tokenizer.ts";
 import { evaluate } from "../core/evaluate.ts";
 import { FullMethod } from "../core/finetune/full.ts";
@@ -25,10 +25,9 @@ import { loadModel, saveModel } from "../core/io/models.ts";
 import { writeFileAtomic } from "../core/io/safetensors.ts";
 import { createModel } from "../core/nn/families.ts";
 import type { LanguageModel } from "../core/nn/model.ts";
-import { AdamW } from "../core/optim/adamw.ts";
-import { makeSchedule } from "../core/optim/schedule.ts";
 import { ensureWritableDir, flagChoice, FlagError, flagNumber, parseFlags, runCli } from "./flags.ts";
 import { type Preset, PRESETS } from "./presets.ts";
+import { pretrainSetup } from "./pretrain_setup.ts";
 import { formatDuration, Progress } from "./progress.ts";
 import { historyUpTo, StepLog } from "./step_log.ts";
 
@@ -83,13 +82,16 @@ export async function pretrain(o: PretrainOptions): Promise<PretrainResult> {
   log(`pretrain: preset ${p.name}, adapter ${gpu.info.description}, out ${o.out}`);
   const tokenizer = tokenizerFor(p.model.vocabSize);
   const tokens = await loadBrownTokens(tokenizer);
-  const { train: trainTokens, val } = splitTrainVal(tokens, 1 / 64, o.seed);
-  const valTokens = val.subarray(0, Math.min(val.length, p.valTokens));
+  const { trainTokens, valTokens, batcher, optimizer, schedule, evalBatches: allEval } = pretrainSetup(
+    gpu,
+    p,
+    tokens,
+    o.seed,
+    o.steps,
+  );
   log(
     `pretrain: Brown corpus, ${tokens.length} ${tokenizer.name} tokens (${trainTokens.length} train, ${valTokens.length} validation)`,
   );
-  const batcher = new StreamBatcher(trainTokens, p.batchSize, p.blockSize, o.seed + 1);
-  const optimizer = new AdamW(gpu, { betas: [0.9, 0.95], weightDecay: 0.1 });
   const ckptDir = `${o.out}/checkpoint`;
   let model: LanguageModel;
   let startStep = 0;
@@ -129,10 +131,6 @@ export async function pretrain(o: PretrainOptions): Promise<PretrainResult> {
     model = createModel(gpu, p.model, { seed: o.seed });
   }
   const method = new FullMethod(model);
-  // Short runs (tests, probes) keep the warmup to a tenth of the run.
-  const warmup = Math.min(p.warmup, Math.floor(o.steps / 10));
-  const schedule = makeSchedule({ kind: "cosine", lr: p.lr, warmup, total: o.steps });
-  const allEval = evalWindows(valTokens, p.blockSize, p.batchSize);
   const progress = new Progress("pretrain", o.steps);
   const stop = Math.min(o.steps, o.stopAfter ?? o.steps);
   const tokensPerStep = p.batchSize * p.blockSize;

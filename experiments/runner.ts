@@ -11,7 +11,7 @@ import type { StatePolicy } from "../core/finetune/lisa.ts";
 import { LoraMethod } from "../core/finetune/lora.ts";
 import type { FinetuneMethod } from "../core/finetune/method.ts";
 import { makeMethod, type MethodSettings } from "../core/finetune/methods.ts";
-import { msPerStep, train } from "../core/finetune/trainer.ts";
+import { msPerStep, type StepRecord, train } from "../core/finetune/trainer.ts";
 import { scoreCompletions } from "../core/generate.ts";
 import type { Gpu } from "../core/gpu.ts";
 import { downloadParameters } from "../core/io/hf.ts";
@@ -58,6 +58,8 @@ export interface RunSpec {
   norms?: boolean;
   /** Score exact-match accuracy by greedy decoding (tasks with answers); the loss then comes from the same pass. */
   accuracy?: boolean;
+  /** Called with each step's record as it is read back (the web page's live curves). */
+  onStep?: (r: StepRecord) => void;
 }
 
 /** Per-layer norms (mean over steps): embedding (wte, wpe), each block, head (ln_f; the head is tied to wte). */
@@ -335,6 +337,7 @@ export async function runOne(gpu: Gpu, r: RunSpec): Promise<RunResult> {
       steps: r.steps,
       maxGradNorm: 1,
       afterStep: norms ? () => norms.sample() : undefined,
+      onStep: r.onStep,
     });
     const score = await scoreHeldOut(model, heldOut, r.accuracy === true, r.batchSize, r.blockSize);
     const ms = msPerStep(result.steps);

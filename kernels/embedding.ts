@@ -6,7 +6,10 @@
  */
 import { grid, type Kernel, WGSL_GRID_PARAMS, WGSL_GROUP_INDEX } from "./kernel.ts";
 
-/** out[n, :] = table[ids[n], :]; an id ≥ V gives NaN rows. */
+/**
+ * out[n, :] = table[ids[n], :]; an id ≥ V gives NaN rows. (The NaN's bits are OR-ed with a runtime
+ * zero: Chrome's WGSL compiler rejects a NaN made from constants alone.)
+ */
 export function embeddingForwardKernel(n: number, v: number, d: number): Kernel {
   return {
     name: "embedding_forward",
@@ -21,7 +24,7 @@ fn main(${WGSL_GRID_PARAMS}) {
   let i = ${WGSL_GROUP_INDEX} * 64u + lid;
   if (i >= ${n * d}u) { return; }
   let id = ids[i / ${d}u];
-  if (id < ${v}u) { out[i] = table[id * ${d}u + i % ${d}u]; } else { out[i] = bitcast<f32>(0x7fc00000u); }
+  if (id < ${v}u) { out[i] = table[id * ${d}u + i % ${d}u]; } else { out[i] = bitcast<f32>(0x7fc00000u | (id & 0u)); }
 }`,
   };
 }

@@ -35,7 +35,7 @@ export function xentRowStore(v: number): string {
   let m = mask[r];
   var loss = 0.0;
   if (m != 0.0) {
-    if (tg < ${v}u) { loss = m * (l - ${at}); } else { loss = bitcast<f32>(0x7fc00000u); }
+    if (tg < ${v}u) { loss = m * (l - ${at}); } else { loss = bitcast<f32>(0x7fc00000u | (tg & 0u)); } // runtime NaN: Chrome rejects a constant one
   }
   rowloss[r] = loss;`;
 }

@@ -1,0 +1,153 @@
+/**
+ * The web page in a real browser: `deno task web`'s build served here, opened in headless Chromium
+ * (SwiftShader's WebGPU, no GPU needed) through puppeteer-core. Runs the tiny comparison (reduced with
+ * ?scale=0.25, as `deno task experiment --scale 0.25` reduces it) and checks what the page shows and
+ * offers; then that a malformed model file gives a message on the page, not a dead page. Ignored
+ * where /usr/bin/chromium is missing (.ci/setup installs it).
+ */
+import { equal, ok } from "node:assert/strict";
+import puppeteer, { type Page } from "puppeteer-core";
+import { configToHF } from "../core/io/hf.ts";
+import { build, serve } from "../web/serve.ts";
+
+// What the page's own functions (run in the browser by page.evaluate) touch of the DOM; declared here
+// because the DOM's types would change the whole test program's (the tests type-check together).
+interface PageElement {
+  textContent: string | null;
+  innerText: string;
+  innerHTML: string;
+  href: string;
+  disabled: boolean;
+  children: PageElement[];
+}
+declare const document: {
+  body: { dataset: Record<string, string | undefined>; innerText: string };
+  getElementById(id: string): PageElement;
+};
+
+const CHROMIUM = "/usr/bin/chromium";
+const hasChromium = await Deno.stat(CHROMIUM).then(() => true, () => false);
+
+async function openPage(url: string): Promise<{ page: Page; close: () => Promise<void>; errors: string[] }> {
+  const browser = await puppeteer.launch({
+    executablePath: CHROMIUM,
+    args: ["--headless=new", "--no-sandbox", "--enable-unsafe-webgpu", "--enable-unsafe-swiftshader"],
+  });
+  const page = await browser.newPage();
+  const errors: string[] = [];
+  page.on("pageerror", (e) => errors.push(String(e)));
+  await page.goto(url);
+  await page.waitForFunction(() => document.body.dataset.state !== undefined, { timeout: 60_000 });
+  return { page, close: () => browser.close(), errors };
+}
+
+const state = (page: Page) => page.evaluate(() => document.body.dataset.state);
+
+Deno.test({
+  name:
+    "the page runs the tiny comparison in headless Chromium: three methods, finite losses, LISA's optimizer state below full's",
+  ignore: !hasChromium,
+  sanitizeOps: false,
+  sanitizeResources: false,
+  fn: async () => {
+    await build();
+    const server = serve(0);
+    const { page, close, errors } = await openPage(`http://127.0.0.1:${server.addr.port}/?scale=0.25`);
+    try {
+      equal(await state(page), "ready", `the adapter: ${await page.evaluate(() => document.body.innerText)}`);
+      ok((await page.$eval("#adapter", (e) => e.textContent))!.includes("max storage binding"));
+      await page.click("#run");
+      await page.waitForFunction(() => ["done", "error"].includes(document.body.dataset.state!), {
+        timeout: 400_000,
+      });
+      equal(await state(page), "done", await page.$eval("#error", (e) => e.textContent ?? ""));
+      const rows = await page.$$eval(
+        "#results tr",
+        (trs) => trs.slice(1).map((tr) => tr.children[0].textContent),
+      );
+      equal(rows.join(", "), "full, LoRA r=8, LISA E+H+1L");
+      for (
+        const id of [
+          "pretrain-chart",
+          "loss-definitions",
+          "loss-arithmetic",
+          "memory-chart",
+          "optimizer-chart",
+        ]
+      ) {
+        ok(await page.$eval(`#${id}`, (e) => e.innerHTML.includes("<svg")), `${id} has a chart`);
+      }
+      const text = await page.evaluate(async () => {
+        const a = document.getElementById("download-results-json");
+        return await (await fetch(a.href)).text();
+      });
+      const r = JSON.parse(text);
+      equal(r.preset, "tiny");
+      equal(r.scale, 0.25);
+      const base: number[] = r.base.losses;
+      ok(base.length >= 2 && base.every(Number.isFinite), "pretraining losses finite");
+      ok(base.at(-1)! < base[0] - 0.5, `pretraining loss falls: ${base[0]} → ${base.at(-1)}`);
+      for (
+        const [key, m] of Object.entries(r.methods) as [
+          string,
+          Record<string, { trainLoss: number[]; evalLoss: number }>,
+        ][]
+      ) {
+        for (const task of ["definitions", "arithmetic"]) {
+          ok(
+            m[task].trainLoss.length > 0 && m[task].trainLoss.every(Number.isFinite),
+            `${key} ${task} losses`,
+          );
+          ok(Number.isFinite(m[task].evalLoss), `${key} ${task} test loss`);
+        }
+      }
+      const opt = (k: string) => r.methods[k].definitions.memory.peak.optimizer;
+      ok(opt("lisa_1l") < opt("full"), `LISA optimizer ${opt("lisa_1l")} < full ${opt("full")}`);
+      ok(opt("lora") < opt("lisa_1l"), "LoRA holds the least optimizer state");
+      equal(errors.length, 0, errors.join("\n"));
+    } finally {
+      await close();
+      await server.shutdown();
+    }
+  },
+});
+
+Deno.test({
+  name: "a malformed model file gives a message on the page, naming the file, and the page stays usable",
+  ignore: !hasChromium,
+  sanitizeOps: false,
+  sanitizeResources: false,
+  fn: async () => {
+    await build();
+    const server = serve(0);
+    const dir = await Deno.makeTempDir({ prefix: "lisa-web-" });
+    const { page, close, errors } = await openPage(`http://127.0.0.1:${server.addr.port}/`);
+    try {
+      const config = configToHF({ vocabSize: 256, blockSize: 64, nLayer: 1, nHead: 2, nEmbd: 16 });
+      await Deno.writeTextFile(`${dir}/config.json`, JSON.stringify(config));
+      // A header length far beyond the file: what a truncated download looks like.
+      await Deno.writeFile(
+        `${dir}/model.safetensors`,
+        new Uint8Array([255, 255, 0, 0, 0, 0, 0, 0, 123, 125]),
+      );
+      const input = await page.$("input#base-files");
+      await input!.uploadFile(`${dir}/config.json`, `${dir}/model.safetensors`);
+      await page.click("#run");
+      await page.waitForFunction(() => ["done", "error"].includes(document.body.dataset.state!), {
+        timeout: 60_000,
+      });
+      equal(await state(page), "error");
+      const message = await page.$eval("#error", (e) => e.textContent ?? "");
+      ok(/model\.safetensors/.test(message), message);
+      ok(
+        await page.$eval("#run", (b) => !(b as unknown as PageElement).disabled),
+        "the Run button works again",
+      );
+      equal(errors.length, 0, errors.join("\n"));
+    } finally {
+      await close();
+      await server.shutdown();
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
