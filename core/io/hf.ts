@@ -6,7 +6,7 @@
  * A directory's `tokenizer.json`, when it has one, is read by `readTokenizer`.
  */
 import type { Gpu } from "../gpu.ts";
-import { exists, getHost, isNotFound, readFileOrNull } from "../host.ts";
+import { exists, getHost, readFileOrNull } from "../host.ts";
 import type { Tensor } from "../tensor.ts";
 import type { Tokenizer } from "../data/tokenizer.ts";
 import { tokenizerFromJson } from "../data/hf_tokenizer.ts";
@@ -301,13 +301,44 @@ export async function saveGPT2(model: GPT, dir: string, keyStyle: KeyStyle = "ba
 }
 
 const SHARD_NAME = /^model-\d{5}-of-\d{5}\.safetensors$/;
+/** Shards under their staging names (see {@link writeSafetensorsLayout}). */
+const STAGED_NAME = /^next-model-\d{5}-of-\d{5}\.safetensors$/;
+/** What `writeFileAtomic` leaves when killed between its write and its rename. */
+const ATOMIC_LEFTOVER = /\.tmp-\d+-\d+$/;
+
+/** The files an index's weight_map names; none when it does not parse (then nothing loads from it). */
+function indexFiles(text: Uint8Array): Set<string> {
+  try {
+    const j = JSON.parse(new TextDecoder().decode(text)) as { weight_map?: Record<string, unknown> };
+    return new Set(Object.values(j.weight_map ?? {}).filter((f): f is string => typeof f === "string"));
+  } catch {
+    return new Set();
+  }
+}
+
+/** `index` with every shard file name passed through `rename`. */
+function renameInIndex(index: string, rename: (file: string) => string): string {
+  const j = JSON.parse(index) as { weight_map: Record<string, string> };
+  for (const [k, f] of Object.entries(j.weight_map)) j.weight_map[k] = rename(f);
+  return JSON.stringify(j, null, 2) + "\n";
+}
 
 /**
  * Writes a checkpoint's weight files (from `encodeShardedSafetensors`) into `dir`, created if needed,
- * keeping its other files. All files are written into a temporary folder inside `dir` first; then the
- * old index is moved away, the weight files are renamed in, and the new index comes last, so at every
- * moment an index in `dir` names only shards that are there and whole. Stale shards (and a stale
- * `model.safetensors` when the new layout is sharded) are removed afterwards. (The folder swap of
+ * keeping its other files, so that at every moment the folder loads whole: the old weights until one
+ * rename switches to the new ones. Each file is written into a temporary folder inside `dir` and
+ * renamed in; a file the index in place names is never replaced while that index is there.
+ *
+ * - One file: `model.safetensors` goes in first (an index in place still wins), then the old index
+ *   is removed: the switch.
+ * - Shards whose names the old index does not use: they go in, then the new index is renamed over the
+ *   old one: the switch.
+ * - Shards under the names the old index uses (the same shard count): first under staging names
+ *   (`next-model-…`) with an index naming them (switch one), then under their own names with the
+ *   final index (switch two).
+ *
+ * Afterwards stale shards, staging copies, a stale `model.safetensors` (when sharded), temporary
+ * folders and `writeFileAtomic` leftovers of a killed save are removed. (The folder swap of
  * checkpoint.ts would not do here: it replaces the whole folder, config and tokenizer included.)
  */
 export async function writeSafetensorsLayout(dir: string, layout: SafetensorsLayout): Promise<void> {
@@ -315,23 +346,40 @@ export async function writeSafetensorsLayout(dir: string, layout: SafetensorsLay
   await host.mkdir(dir, { recursive: true });
   const tmp = `${dir}/.safetensors.tmp-${host.pid}-${Date.now()}`;
   await host.mkdir(tmp);
+  const encoder = new TextEncoder();
+  /** Writes `bytes` to `dir/name` by way of the temporary folder. */
+  const put = async (name: string, bytes: Uint8Array) => {
+    await host.writeFile(`${tmp}/${name}`, bytes);
+    await host.rename(`${tmp}/${name}`, `${dir}/${name}`);
+  };
   try {
-    for (const [file, bytes] of layout.files) await host.writeFile(`${tmp}/${file}`, bytes);
-    if (layout.index !== null) {
-      await host.writeFile(`${tmp}/${INDEX_FILE}`, new TextEncoder().encode(layout.index));
+    const oldIndex = await readFileOrNull(`${dir}/${INDEX_FILE}`);
+    if (layout.index === null) {
+      await put(SINGLE_FILE, layout.files.get(SINGLE_FILE)!);
+      if (oldIndex) await host.remove(`${dir}/${INDEX_FILE}`);
+    } else {
+      const inUse = oldIndex ? indexFiles(oldIndex) : new Set<string>();
+      if ([...layout.files.keys()].some((f) => inUse.has(f))) {
+        const staged = (f: string) => `next-${f}`;
+        for (const [file, bytes] of layout.files) await put(staged(file), bytes);
+        await put(INDEX_FILE, encoder.encode(renameInIndex(layout.index, staged)));
+      }
+      for (const [file, bytes] of layout.files) await put(file, bytes);
+      await put(INDEX_FILE, encoder.encode(layout.index));
     }
-    await host.rename(`${dir}/${INDEX_FILE}`, `${tmp}/old.${INDEX_FILE}`).catch((e) => {
-      if (!isNotFound(e)) throw e;
-    });
-    for (const file of layout.files.keys()) await host.rename(`${tmp}/${file}`, `${dir}/${file}`);
-    if (layout.index !== null) await host.rename(`${tmp}/${INDEX_FILE}`, `${dir}/${INDEX_FILE}`);
     for (const e of await host.readDir(dir)) {
-      const stale = e.isFile && !layout.files.has(e.name) &&
-        (SHARD_NAME.test(e.name) || (e.name === SINGLE_FILE && layout.index !== null));
-      if (stale) await host.remove(`${dir}/${e.name}`);
-      // A temporary folder left by a write that was killed holds nothing that is in place.
-      const left = e.isDirectory && e.name.startsWith(".safetensors.tmp-") && `${dir}/${e.name}` !== tmp;
-      if (left) await host.remove(`${dir}/${e.name}`, { recursive: true });
+      const path = `${dir}/${e.name}`;
+      if (e.isDirectory) {
+        // A temporary folder left by a write that was killed holds nothing that is in place.
+        if (e.name.startsWith(".safetensors.tmp-") && path !== tmp) {
+          await host.remove(path, { recursive: true });
+        }
+        continue;
+      }
+      const stale = !layout.files.has(e.name) &&
+        (SHARD_NAME.test(e.name) || STAGED_NAME.test(e.name) || ATOMIC_LEFTOVER.test(e.name) ||
+          (e.name === SINGLE_FILE && layout.index !== null));
+      if (stale) await host.remove(path);
     }
   } finally {
     await host.remove(tmp, { recursive: true }).catch(() => {});
