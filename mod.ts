@@ -129,13 +129,17 @@ export {
   type WeightLayout,
 } from "./core/nn/layers.ts";
 export {
+  CausalLM,
   checkIds,
   checkTargets,
   type LanguageModel,
   type LinearSlot,
   type ModelFamily,
   type ModelSizes,
+  prefix,
+  residual,
 } from "./core/nn/model.ts";
+export { createModel, familyOf, type ModelSpec, positionsKey } from "./core/nn/families.ts";
 export { Llama, LlamaAttention, LlamaDecoderLayer, LlamaMLP, validateLlamaConfig } from "./core/nn/llama.ts";
 export {
   Attention,

@@ -9,8 +9,6 @@ import type { Gpu } from "../gpu.ts";
 import { attention } from "../ops/attention.ts";
 import { add } from "../ops/elementwise.ts";
 import { gelu } from "../ops/gelu.ts";
-import { lmHeadLoss } from "../ops/lm_head.ts";
-import { matmul } from "../ops/matmul.ts";
 import { Rng } from "../random.ts";
 import { fromArray, type Tensor } from "../tensor.ts";
 import {
@@ -24,12 +22,13 @@ import {
   type ParamFactory,
 } from "./layers.ts";
 import {
+  CausalLM,
   checkIds,
-  checkTargets,
   type LanguageModel,
   type LinearSlot,
   type ModelInput,
   prefix,
+  residual,
 } from "./model.ts";
 
 export type { ModelInput };
@@ -166,19 +165,12 @@ export class Block implements Module {
   }
 }
 
-function residual(x: Tensor, ln: LayerNorm, f: (t: Tensor) => Tensor): Tensor {
-  const n = ln.forward(x);
-  const y = f(n);
-  n.dispose();
-  const out = add(x, y);
-  y.dispose();
-  return out;
-}
-
 /** GPT-2 language model with tied LM head. */
-export class GPT implements LanguageModel {
+export class GPT extends CausalLM implements LanguageModel {
   /** The device holding the parameters. */
   readonly gpu: Gpu;
+  /** `GPT` in error messages. */
+  protected readonly label = "GPT";
   /** `gpt2`. */
   readonly family = "gpt2";
   /** `c_attn`, PEFT's default for GPT-2. */
@@ -205,6 +197,7 @@ export class GPT implements LanguageModel {
    * parameters for a checkpoint loader to fill.
    */
   constructor(gpu: Gpu, config: GPTConfig, options: { seed?: number; init?: boolean } = {}) {
+    super();
     validateConfig(config);
     this.gpu = gpu;
     this.config = { layerNormEps: 1e-5, ...config };
@@ -242,11 +235,6 @@ export class GPT implements LanguageModel {
     ];
   }
 
-  /** Number of parameters (the tied head counted once). */
-  parameterCount(): number {
-    return this.namedParameters().reduce((n, [, t]) => n + t.size, 0);
-  }
-
   /** Final hidden states ln_f(...) for `input.ids`: [B, T, C]. */
   hidden(input: ModelInput): Tensor {
     const { batchSize: b, blockSize: t } = input;
@@ -269,36 +257,13 @@ export class GPT implements LanguageModel {
     return out;
   }
 
-  /** Logits [B, T, V] (the LM head tied to wte). */
-  logits(input: ModelInput): Tensor {
-    const x = this.hidden(input);
-    const out = matmul(x, this.wte.weight, { transB: true });
-    x.dispose();
-    return out;
-  }
-
-  /** Mean cross-entropy of next-token prediction over the targets the mask counts (one element). */
-  loss(input: ModelInput): Tensor {
-    const { batchSize: b, blockSize: t } = input;
-    const ids = checkTargets("GPT", input, this.config.vocabSize);
-    const gpu = this.gpu;
-    const x = this.hidden(input);
-    const targets = fromArray(gpu, ids, [b * t], { dtype: "u32", name: "targets" });
-    const mask = fromArray(gpu, input.mask ?? new Float32Array(b * t).fill(1), [b * t], {
-      name: "loss_mask",
-    });
-    const loss = lmHeadLoss(x, this.wte.weight, targets, mask);
-    for (const u of [x, targets, mask]) u.dispose();
-    return loss;
+  /** wte: the head is tied. */
+  headWeight(): Tensor {
+    return this.wte.weight;
   }
 
   /** Chooses the fused attention kernels (default) or the non-fused reference path in every block. */
   setFusedAttention(fused: boolean): void {
     for (const b of this.h) b.attn.fused = fused;
-  }
-
-  /** Frees every parameter (and its gradient). */
-  dispose(): void {
-    for (const [, t] of this.namedParameters()) t.dispose();
   }
 }

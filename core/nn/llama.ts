@@ -9,9 +9,6 @@
 import type { Gpu } from "../gpu.ts";
 import { attention } from "../ops/attention.ts";
 import { concatLast } from "../ops/concat.ts";
-import { add } from "../ops/elementwise.ts";
-import { lmHeadLoss } from "../ops/lm_head.ts";
-import { matmul } from "../ops/matmul.ts";
 import { rope } from "../ops/rope.ts";
 import { swiglu } from "../ops/swiglu.ts";
 import { Rng } from "../random.ts";
@@ -28,12 +25,13 @@ import {
 } from "./layers.ts";
 import type { LlamaConfig } from "./llama_config.ts";
 import {
+  CausalLM,
   checkIds,
-  checkTargets,
   type LanguageModel,
   type LinearSlot,
   type ModelInput,
   prefix,
+  residual,
 } from "./model.ts";
 
 const STD = 0.02; // transformers' initializer_range
@@ -203,19 +201,12 @@ export class LlamaDecoderLayer implements Module {
   }
 }
 
-function residual(x: Tensor, norm: RMSNorm, f: (t: Tensor) => Tensor): Tensor {
-  const n = norm.forward(x);
-  const y = f(n);
-  n.dispose();
-  const out = add(x, y);
-  y.dispose();
-  return out;
-}
-
 /** A LLaMA-family causal language model. */
-export class Llama implements LanguageModel {
+export class Llama extends CausalLM implements LanguageModel {
   /** The device holding the parameters. */
   readonly gpu: Gpu;
+  /** `LLaMA` in error messages. */
+  protected readonly label = "LLaMA";
   /** `llama` (Mistral too). */
   readonly family = "llama";
   /** Sizes and constants. */
@@ -250,6 +241,7 @@ export class Llama implements LanguageModel {
    * parameters for a checkpoint loader to fill.
    */
   constructor(gpu: Gpu, config: LlamaConfig, options: { seed?: number; init?: boolean } = {}) {
+    super();
     validateLlamaConfig(config);
     this.gpu = gpu;
     this.config = { ...config };
@@ -294,11 +286,6 @@ export class Llama implements LanguageModel {
     ];
   }
 
-  /** Number of parameters (a tied head counted once). */
-  parameterCount(): number {
-    return this.namedParameters().reduce((n, [, t]) => n + t.size, 0);
-  }
-
   /** The head's weight [V, C]: `lm_head.weight`, or the embedding when tied. */
   headWeight(): Tensor {
     return this.lm_head ? this.lm_head.weight : this.embed_tokens.weight;
@@ -327,36 +314,8 @@ export class Llama implements LanguageModel {
     return out;
   }
 
-  /** Logits [B, T, V]. */
-  logits(input: ModelInput): Tensor {
-    const x = this.hidden(input);
-    const out = matmul(x, this.headWeight(), { transB: true });
-    x.dispose();
-    return out;
-  }
-
-  /** Mean cross-entropy of next-token prediction over the targets the mask counts (one element). */
-  loss(input: ModelInput): Tensor {
-    const { batchSize: b, blockSize: t } = input;
-    const ids = checkTargets("LLaMA", input, this.config.vocabSize);
-    const gpu = this.gpu;
-    const x = this.hidden(input);
-    const targets = fromArray(gpu, ids, [b * t], { dtype: "u32", name: "targets" });
-    const mask = fromArray(gpu, input.mask ?? new Float32Array(b * t).fill(1), [b * t], {
-      name: "loss_mask",
-    });
-    const loss = lmHeadLoss(x, this.headWeight(), targets, mask);
-    for (const u of [x, targets, mask]) u.dispose();
-    return loss;
-  }
-
   /** Chooses the fused attention kernels (default) or the non-fused reference path in every layer. */
   setFusedAttention(fused: boolean): void {
     for (const l of this.layers) l.self_attn.fused = fused;
-  }
-
-  /** Frees every parameter (and its gradient). */
-  dispose(): void {
-    for (const [, t] of this.namedParameters()) t.dispose();
   }
 }

@@ -5,7 +5,10 @@
  * LoRA goes), and the forward passes.
  */
 import type { Gpu } from "../gpu.ts";
-import type { Tensor } from "../tensor.ts";
+import { add } from "../ops/elementwise.ts";
+import { lmHeadLoss } from "../ops/lm_head.ts";
+import { matmul } from "../ops/matmul.ts";
+import { fromArray, type Tensor } from "../tensor.ts";
 import type { LinearLike, Module } from "./layers.ts";
 
 /** Token ids and, for a loss, targets and their mask; row-major [batchSize, blockSize]. */
@@ -112,4 +115,66 @@ export function checkTargets(who: string, input: ModelInput, vocabSize: number):
 /** `m`'s parameters with `p.` in front of each name. */
 export function prefix(p: string, m: Module): [string, Tensor][] {
   return m.namedParameters().map(([n, t]) => [`${p}.${n}`, t]);
+}
+
+/** x + f(norm(x)): a pre-norm block's residual branch, intermediates freed as soon as they are used. */
+export function residual(x: Tensor, norm: { forward(x: Tensor): Tensor }, f: (t: Tensor) => Tensor): Tensor {
+  const n = norm.forward(x);
+  const y = f(n);
+  n.dispose();
+  const out = add(x, y);
+  y.dispose();
+  return out;
+}
+
+/**
+ * What every family computes the same way from its final hidden states and its head's weight [V, C]:
+ * logits, the masked loss (through the chunked LM-head loss), the parameter count, disposal.
+ */
+export abstract class CausalLM {
+  /** The device holding the parameters. */
+  abstract readonly gpu: Gpu;
+  /** Sizes. */
+  abstract readonly config: ModelSizes;
+  /** The model's name in error messages (`GPT`, `LLaMA`). */
+  protected abstract readonly label: string;
+  /** Every parameter with its checkpoint name. */
+  abstract namedParameters(): [string, Tensor][];
+  /** Final hidden states [B, T, C]. */
+  abstract hidden(input: ModelInput): Tensor;
+  /** The head's weight [V, C] (a tied head's is the embedding). */
+  abstract headWeight(): Tensor;
+
+  /** Number of parameters (a tied head counted once). */
+  parameterCount(): number {
+    return this.namedParameters().reduce((n, [, t]) => n + t.size, 0);
+  }
+
+  /** Logits [B, T, V]. */
+  logits(input: ModelInput): Tensor {
+    const x = this.hidden(input);
+    const out = matmul(x, this.headWeight(), { transB: true });
+    x.dispose();
+    return out;
+  }
+
+  /** Mean cross-entropy of next-token prediction over the targets the mask counts (one element). */
+  loss(input: ModelInput): Tensor {
+    const { batchSize: b, blockSize: t } = input;
+    const ids = checkTargets(this.label, input, this.config.vocabSize);
+    const gpu = this.gpu;
+    const x = this.hidden(input);
+    const targets = fromArray(gpu, ids, [b * t], { dtype: "u32", name: "targets" });
+    const mask = fromArray(gpu, input.mask ?? new Float32Array(b * t).fill(1), [b * t], {
+      name: "loss_mask",
+    });
+    const loss = lmHeadLoss(x, this.headWeight(), targets, mask);
+    for (const u of [x, targets, mask]) u.dispose();
+    return loss;
+  }
+
+  /** Frees every parameter (and its gradient). */
+  dispose(): void {
+    for (const [, t] of this.namedParameters()) t.dispose();
+  }
 }
