@@ -46,6 +46,26 @@ export function methodSpecs(nLayer: number): MethodSpec[] {
   return specs.filter((s) => (s.gamma ?? 0) <= nLayer);
 }
 
+/** The key of a run in results.json's `runs`: everything that shapes its numbers, readable. */
+export function runId(r: RunSpec): string {
+  const parts = [
+    r.task.name,
+    r.split,
+    r.spec.key,
+    `gamma ${r.spec.gamma ?? "-"}`,
+    `rank ${r.spec.rank ?? "-"}`,
+    `lr ${r.lr}`,
+    `steps ${r.steps}`,
+    `batch ${r.batchSize}x${r.blockSize}`,
+    `period ${r.period}`,
+    `state ${r.state ?? "reset"}`,
+    `seed ${r.seed}`,
+  ];
+  if (r.norms) parts.push("norms");
+  if (r.accuracy) parts.push("accuracy");
+  return parts.join(" | ");
+}
+
 /** Fine-tuning runs of a comparison of `p` without --verify and --ablations: the sweep, the main runs, the policies. */
 export function comparisonRunCount(p: Preset): number {
   const x = p.experiment;

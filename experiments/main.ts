@@ -20,9 +20,9 @@ import { pretrain } from "./pretrain.ts";
 import { formatDuration } from "./progress.ts";
 import { type ExperimentRecord, writeReport } from "./report.ts";
 import { runOne, type RunResult, type RunSpec } from "./runner.ts";
-import { comparisonRunCount, hashOf, runComparison } from "./comparison.ts";
+import { comparisonRunCount, hashOf, runComparison, runId } from "./comparison.ts";
 
-export { hashOf, methodSpecs, SEEDED_KEYS } from "./comparison.ts";
+export { hashOf, methodSpecs, runId, SEEDED_KEYS } from "./comparison.ts";
 import { makeTasks } from "./tasks.ts";
 
 /** Options of {@link experiment}. */
@@ -207,26 +207,6 @@ export async function experiment(o: ExperimentOptions): Promise<{ dir: string; r
   log(`experiment: report in ${dir}/report.md (${formatDuration(record.seconds)})`);
   if (verified === false) throw new Error(`--verify: reruns gave different losses; see ${dir}/report.md`);
   return { dir, record };
-}
-
-/** The key of a run in results.json's `runs`: everything that shapes its numbers, readable. */
-export function runId(r: RunSpec): string {
-  const parts = [
-    r.task.name,
-    r.split,
-    r.spec.key,
-    `gamma ${r.spec.gamma ?? "-"}`,
-    `rank ${r.spec.rank ?? "-"}`,
-    `lr ${r.lr}`,
-    `steps ${r.steps}`,
-    `batch ${r.batchSize}x${r.blockSize}`,
-    `period ${r.period}`,
-    `state ${r.state ?? "reset"}`,
-    `seed ${r.seed}`,
-  ];
-  if (r.norms) parts.push("norms");
-  if (r.accuracy) parts.push("accuracy");
-  return parts.join(" | ");
 }
 
 /** The usage line printed after a bad command line. */

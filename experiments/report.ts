@@ -1,4 +1,5 @@
 /** The experiment's outputs: results.json (documented format), report.md, and the SVG plots. */
+import { getHost } from "../core/host.ts";
 import { writeFileAtomic } from "../core/io/safetensors.ts";
 import { CATEGORIES, type CategoryBytes } from "../core/memory.ts";
 import {
@@ -388,7 +389,7 @@ export async function writeReport(
   r: ExperimentRecord,
   runs: Record<string, RunResult> = {},
 ): Promise<void> {
-  await Deno.mkdir(dir, { recursive: true });
+  await getHost().mkdir(dir, { recursive: true });
   const results = { complete: true, ...resultsJson(r), runs };
   await writeFileAtomic(`${dir}/results.json`, JSON.stringify(results, null, 1) + "\n");
   for (const [name, svg] of Object.entries(plots(r))) await writeFileAtomic(`${dir}/${name}`, svg);

@@ -60,6 +60,8 @@ export interface RunSpec {
   accuracy?: boolean;
   /** Called with each step's record as it is read back (the web page's live curves). */
   onStep?: (r: StepRecord) => void;
+  /** Called with the fine-tuned model and its method after scoring, before the model is freed. */
+  afterRun?: (model: LanguageModel, method: FinetuneMethod) => Promise<void>;
 }
 
 /** Per-layer norms (mean over steps): embedding (wte, wpe), each block, head (ln_f; the head is tied to wte). */
@@ -342,6 +344,7 @@ export async function runOne(gpu: Gpu, r: RunSpec): Promise<RunResult> {
     const score = await scoreHeldOut(model, heldOut, r.accuracy === true, r.batchSize, r.blockSize);
     const ms = msPerStep(result.steps);
     optimizer.dispose();
+    await r.afterRun?.(model, method);
     return {
       key: r.spec.key,
       task: r.task.name,

@@ -5,7 +5,7 @@
  * offers; then that a malformed model file gives a message on the page, not a dead page. Ignored
  * where /usr/bin/chromium is missing (.ci/setup installs it).
  */
-import { equal, ok } from "node:assert/strict";
+import { deepEqual, equal, ok } from "node:assert/strict";
 import puppeteer, { type Page } from "puppeteer-core";
 import { configToHF } from "../core/io/hf.ts";
 import { build, serve } from "../web/serve.ts";
@@ -26,6 +26,28 @@ declare const document: {
 };
 
 const CHROMIUM = "/usr/bin/chromium";
+
+/** The top-level keys of `deno task experiment`'s results.json, in its order. */
+const CLI_RESULTS_KEYS = [
+  "complete",
+  "config",
+  "env",
+  "methods",
+  "weightNormSkew",
+  "base",
+  "beforeFineTuning",
+  "majorityAnswer",
+  "claimRule",
+  "splits",
+  "lrSweep",
+  "learningRates",
+  "policies",
+  "claims",
+  "ablations",
+  "verified",
+  "seconds",
+  "runs",
+];
 const hasChromium = await Deno.stat(CHROMIUM).then(() => true, () => false);
 
 async function openPage(url: string): Promise<{ page: Page; close: () => Promise<void>; errors: string[] }> {
@@ -65,7 +87,9 @@ Deno.test({
         "#results tr",
         (trs) => trs.slice(1).map((tr) => tr.children[0].textContent),
       );
-      equal(rows.join(", "), "full, LoRA r=8, LISA E+H+1L");
+      for (const label of ["full", "LoRA r=8", "LISA E+H+2L"]) {
+        ok(rows.includes(label), `${label} in ${rows}`);
+      }
       for (
         const id of [
           "pretrain-chart",
@@ -77,33 +101,41 @@ Deno.test({
       ) {
         ok(await page.$eval(`#${id}`, (e) => e.innerHTML.includes("<svg")), `${id} has a chart`);
       }
-      const text = await page.evaluate(async () => {
-        const a = document.getElementById("download-results-json");
-        return await (await fetch(a.href)).text();
-      });
-      const r = JSON.parse(text);
-      equal(r.preset, "tiny");
-      equal(r.scale, 0.25);
-      const base: number[] = r.base.losses;
-      ok(base.length >= 2 && base.every(Number.isFinite), "pretraining losses finite");
-      ok(base.at(-1)! < base[0] - 0.5, `pretraining loss falls: ${base[0]} → ${base.at(-1)}`);
+      const download = (id: string) =>
+        page.evaluate(async (id) => await (await fetch(document.getElementById(id).href)).text(), id);
+      const r = JSON.parse(await download("download-results-json"));
+      // The schema of the CLI's results.json (experiments/report.ts), key for key.
+      deepEqual(Object.keys(r), CLI_RESULTS_KEYS);
+      equal(r.complete, true);
+      equal(r.config.preset, "tiny");
+      equal(r.config.scale, 0.25);
+      ok(r.base.valLoss < Math.log(256) - 0.5, `pretraining lowers the loss from ln 256: ${r.base.valLoss}`);
       for (
         const [key, m] of Object.entries(r.methods) as [
           string,
-          Record<string, { trainLoss: number[]; evalLoss: number }>,
+          { tasks: Record<string, { trainLoss: number[] }> },
         ][]
       ) {
-        for (const task of ["definitions", "arithmetic"]) {
-          ok(
-            m[task].trainLoss.length > 0 && m[task].trainLoss.every(Number.isFinite),
-            `${key} ${task} losses`,
-          );
-          ok(Number.isFinite(m[task].evalLoss), `${key} ${task} test loss`);
+        for (const [task, t] of Object.entries(m.tasks)) {
+          ok(t.trainLoss.length > 0 && t.trainLoss.every(Number.isFinite), `${key} ${task} losses`);
         }
       }
-      const opt = (k: string) => r.methods[k].definitions.memory.peak.optimizer;
-      ok(opt("lisa_1l") < opt("full"), `LISA optimizer ${opt("lisa_1l")} < full ${opt("full")}`);
+      const opt = (k: string) => r.methods[k].tasks.definitions.memory.peak.optimizer;
+      ok(opt("lisa_1l") < opt("full"), `LISA E+H+1L optimizer ${opt("lisa_1l")} < full ${opt("full")}`);
       ok(opt("lora") < opt("lisa_1l"), "LoRA holds the least optimizer state");
+      ok(Object.keys(r.runs).length > 0 && r.claims.length > 0);
+      ok(
+        (await download("download-report-md")).startsWith("# LISA vs LoRA vs full fine-tuning — tiny preset"),
+      );
+      for (
+        const id of [
+          "download-full-model-safetensors",
+          "download-lora-adapter_config-json",
+          "download-lisa-config-json",
+        ]
+      ) {
+        ok(await page.$(`#${id}`), `a download ${id}`);
+      }
       equal(errors.length, 0, errors.join("\n"));
     } finally {
       await close();

@@ -1,51 +1,36 @@
 /**
- * The web page: pretrains the preset's base model on the Brown corpus (or takes a GPT-2 folder the
- * user picks), then runs the experiment's learning-rate sweep and fine-tunes each chosen method on
- * both tasks, with live loss curves, memory by category per step and the final table. Files live in
- * an in-memory host (core/host.ts): the base model is saved there and every run loads it, through the
- * same `runOne` as `deno task experiment`. The server (web/serve.ts) provides the corpus and the tasks.
+ * The web page: pretrains the preset's base model on the Brown corpus (or takes a model folder the
+ * user picks), then runs the experiment's comparison (experiments/comparison.ts: the learning-rate
+ * sweep, every method on both tasks, LISA's state policies, statistics, skew and claims) exactly as
+ * `deno task experiment` does, with live loss curves, memory per step and the final table; then
+ * writes the CLI's report (report.md, results.json, plots) and offers it, with the fine-tuned models
+ * and the LoRA adapter, as downloads. Files live in an in-memory host (core/host.ts); the server
+ * (web/serve.ts) provides the corpus and the tasks.
  */
 import { encodeDocuments, tokenizerFor } from "../core/data/tokenizer.ts";
+import { evaluate } from "../core/evaluate.ts";
 import { FullMethod } from "../core/finetune/full.ts";
+import { LoraMethod } from "../core/finetune/lora.ts";
 import { train } from "../core/finetune/trainer.ts";
 import { type Gpu, requestGpu } from "../core/gpu.ts";
-import { memoryHost, setHost } from "../core/host.ts";
+import { type FileHost, memoryHost, setHost } from "../core/host.ts";
 import { loadModel, saveModel } from "../core/io/models.ts";
-import { CATEGORIES, type CategoryBytes } from "../core/memory.ts";
+import { CATEGORIES } from "../core/memory.ts";
 import { createModel } from "../core/nn/families.ts";
-import { pickLearningRates, type SweepPoint } from "../experiments/analyses.ts";
+import { comparisonRunCount, hashOf, runComparison, runId } from "../experiments/comparison.ts";
 import { type Preset, PRESETS, scalePreset } from "../experiments/presets.ts";
 import { pretrainSetup } from "../experiments/pretrain_setup.ts";
-import { type MethodSpec, runOne, type RunResult, type RunSpec } from "../experiments/runner.ts";
+import { type ExperimentRecord, writeReport } from "../experiments/report.ts";
+import { runOne, type RunResult, type RunSpec } from "../experiments/runner.ts";
 import { lineChart, type Series } from "../experiments/svg.ts";
 import type { Task } from "../experiments/tasks.ts";
 
-/** The configurations the page offers (the experiment's keys and labels). */
-const SPECS: MethodSpec[] = [
-  { key: "full", label: "full", method: "full" },
-  { key: "lora", label: "LoRA r=8", method: "lora", rank: 8 },
-  { key: "lisa_1l", label: "LISA E+H+1L", method: "lisa", gamma: 1 },
-  { key: "lisa", label: "LISA E+H+2L", method: "lisa", gamma: 2 },
-];
 const BASE = "/base";
+const OUT = "/out";
 const MiB = 2 ** 20;
 
 const $ = (id: string) => document.getElementById(id)!;
 const status = (text: string) => ($("status").textContent = text);
-
-/** What the page measured; offered as results.json. */
-interface PageResults {
-  preset: string;
-  /** The `?scale` the run was reduced by (1: the preset as it is). */
-  scale: number;
-  seed: number;
-  adapter: string;
-  kernels: string;
-  base: { steps: number; losses: number[]; source: "pretrained" | "user" };
-  lrSweep: SweepPoint[];
-  lrs: Record<"full" | "lora" | "lisa", number>;
-  methods: Record<string, { definitions: RunResult; arithmetic: RunResult }>;
-}
 
 /** One run's live series, as steps are read back. */
 interface LiveRun {
@@ -56,7 +41,7 @@ interface LiveRun {
   switches: number[];
 }
 
-/** Live series by task, then by method label. */
+/** Live series of the main runs (first seed) by task, then by method label. */
 const live: Record<"definitions" | "arithmetic", Map<string, LiveRun>> = {
   definitions: new Map(),
   arithmetic: new Map(),
@@ -77,7 +62,7 @@ function draw(): void {
   }
   const d = live.definitions;
   if (d.size === 0) return;
-  const marks = [...d].find(([name]) => name.startsWith("LISA"))?.[1].switches ?? [];
+  const marks = d.get("LISA E+H+2L")?.switches ?? [];
   $("memory-chart").innerHTML = lineChart(
     "Peak memory per step, definitions (MiB)",
     "step",
@@ -85,7 +70,7 @@ function draw(): void {
     series(d, (v) => v.total),
   );
   $("optimizer-chart").innerHTML = lineChart(
-    "Optimizer state per step, definitions (MiB); dashed: LISA's layer draws",
+    "Optimizer state per step, definitions (MiB); dashed: LISA E+H+2L's layer draws",
     "step",
     "MiB",
     series(d, (v) => v.optimizer),
@@ -93,34 +78,47 @@ function draw(): void {
   );
 }
 
-function table(r: PageResults): string {
-  const rows = Object.entries(r.methods).map(([key, m]) => {
-    const label = SPECS.find((s) => s.key === key)!.label;
+/** The results table: every configuration, both tasks, memory by category, speed. */
+function table(r: ExperimentRecord): string {
+  const rows = r.specs.filter((s) => r.runs[s.key]).map((s) => {
+    const m = r.runs[s.key];
+    const st = r.stats[s.key];
+    const mean = (v: { mean: number } | undefined, fallback: number) => (v ? v.mean : fallback);
+    const acc = mean(st?.arithmetic.accuracy ?? undefined, m.arithmetic.accuracy ?? NaN);
+    const seeds = st?.definitions.testLoss.n ?? 1;
     const peak = m.definitions.memory.peak;
-    const acc = m.arithmetic.accuracy === null ? "–" : `${(m.arithmetic.accuracy * 100).toFixed(1)}%`;
-    return `<tr><td>${label}</td><td>${r.lrs[SPECS.find((s) => s.key === key)!.method]}</td><td>${
-      m.definitions.evalLoss.toFixed(3)
-    }</td>` +
-      `<td>${m.arithmetic.evalLoss.toFixed(3)}</td><td>${acc}</td>` +
+    return `<tr data-key="${s.key}"><td>${s.label}</td><td>${r.lrs[s.method]}</td>` +
+      `<td>${seeds}</td>` +
+      `<td>${mean(st?.definitions.testLoss, m.definitions.evalLoss).toFixed(3)}</td>` +
+      `<td>${mean(st?.arithmetic.testLoss, m.arithmetic.evalLoss).toFixed(3)}</td>` +
+      `<td>${(acc * 100).toFixed(1)}%</td>` +
       CATEGORIES.map((c) => `<td data-category="${c}">${(peak[c] / MiB).toFixed(2)}</td>`).join("") +
-      `<td>${(m.definitions.memory.peakBytes / MiB).toFixed(2)}</td><td>${
-        Math.round(m.definitions.msPerStep)
+      `<td>${(m.definitions.memory.peakBytes / MiB).toFixed(2)}</td>` +
+      `<td>${Math.round(m.definitions.msPerStep)}</td><td>${
+        Math.round(m.definitions.tokensPerSec)
       }</td></tr>`;
   });
-  return `<table id="results"><tr><th>method</th><th>lr</th><th>definitions: test loss</th><th>arithmetic: test loss</th>` +
-    `<th>arithmetic: accuracy</th>${
+  return `<table id="results"><tr><th>method</th><th>lr</th><th>seeds</th><th>definitions: test loss</th>` +
+    `<th>arithmetic: test loss</th><th>arithmetic: accuracy</th>${
       CATEGORIES.map((c) => `<th>${c} MiB</th>`).join("")
-    }<th>peak MiB</th><th>ms/step</th></tr>` +
-    rows.join("") + "</table>";
+    }<th>peak MiB</th><th>ms/step</th><th>tokens/s</th></tr>` + rows.join("") + "</table>";
 }
 
-function offer(name: string, text: string, type: string): void {
+/** A download link for the file at `path` in `host`. */
+async function offer(host: FileHost, path: string, name: string): Promise<void> {
+  const type = name.endsWith(".json")
+    ? "application/json"
+    : name.endsWith(".md")
+    ? "text/markdown"
+    : name.endsWith(".svg")
+    ? "image/svg+xml"
+    : "application/octet-stream";
   const a = document.createElement("a");
-  a.href = URL.createObjectURL(new Blob([text], { type }));
-  a.download = name;
+  a.href = URL.createObjectURL(new Blob([(await host.readFile(path)).slice()], { type }));
+  a.download = name.replaceAll("/", "-");
   a.textContent = name;
   a.id = `download-${name.replace(/\W/g, "-")}`;
-  $("downloads").append(a);
+  $("downloads").append(a, " ");
 }
 
 async function fetchJson<T>(url: string): Promise<T> {
@@ -129,8 +127,8 @@ async function fetchJson<T>(url: string): Promise<T> {
   return await res.json() as T;
 }
 
-/** The user's GPT-2 or LLaMA folder files, put into the in-memory host at BASE. */
-async function putUserBase(host: ReturnType<typeof memoryHost>, files: FileList): Promise<void> {
+/** The user's model folder files, put into the in-memory host at BASE. */
+async function putUserBase(host: FileHost, files: FileList): Promise<void> {
   const names = [...files].map((f) => f.name);
   for (const need of ["config.json", "model.safetensors"]) {
     if (!names.includes(need)) {
@@ -143,134 +141,138 @@ async function putUserBase(host: ReturnType<typeof memoryHost>, files: FileList)
   for (const f of files) await host.writeFile(`${BASE}/${f.name}`, new Uint8Array(await f.arrayBuffer()));
 }
 
-async function run(gpu: Gpu): Promise<PageResults> {
-  const form = new FormData($("form") as HTMLFormElement);
-  // ?scale=F shrinks the run as `deno task experiment --scale F` does (the browser test uses it).
-  const scale = Number(new URLSearchParams(location.search).get("scale") ?? "1");
-  const preset: Preset = scalePreset(PRESETS[String(form.get("preset"))], scale);
-  const chosen = new Set(form.getAll("method").map(String));
-  const seed = Number(($("seed") as HTMLInputElement).value) | 0;
-  const specs = SPECS.filter((s) => chosen.has(s.key));
-  if (specs.length === 0) throw new Error("choose at least one method");
-  const host = memoryHost();
-  setHost(host);
-  live.definitions.clear();
-  live.arithmetic.clear();
-  $("downloads").textContent = "";
-  $("table").textContent = "";
-
-  // 1. The base model: the user's folder, or pretrained here as `deno task pretrain` does.
+/** The base model into BASE: the user's folder, or pretrained here as `deno task pretrain` does. */
+async function makeBase(
+  gpu: Gpu,
+  host: FileHost,
+  preset: Preset,
+  seed: number,
+): Promise<ExperimentRecord["base"]> {
+  const t0 = performance.now();
   const userFiles = ($("base-files") as HTMLInputElement).files;
-  const baseLosses: number[] = [];
-  let source: "user" | "pretrained" = "pretrained";
   if (userFiles && userFiles.length > 0) {
-    source = "user";
     await putUserBase(host, userFiles);
     status("checking the model you picked…");
     const { model } = await loadModel(gpu, BASE); // names the file and key on a malformed one
     model.dispose();
-  } else {
-    status("fetching the Brown corpus…");
-    const docs = await fetchJson<string[]>("data/brown.json");
-    const tokens = encodeDocuments(tokenizerFor(preset.model.vocabSize), docs);
-    const setup = pretrainSetup(gpu, preset, tokens, seed, preset.steps);
-    const model = createModel(gpu, preset.model, { seed });
-    await train({
-      model,
-      method: new FullMethod(model),
-      optimizer: setup.optimizer,
-      nextBatch: () => setup.batcher.next(),
-      schedule: setup.schedule,
-      steps: preset.steps,
-      maxGradNorm: 1,
-      onStep: (r) => {
-        baseLosses.push(r.loss);
-        status(`pretraining the base model: step ${r.step + 1}/${preset.steps}, loss ${r.loss.toFixed(3)}`);
-        $("pretrain-chart").innerHTML = lineChart("Pretraining loss (Brown corpus)", "step", "loss", [{
-          name: "base",
-          y: baseLosses,
-        }]);
-      },
-    });
-    await saveModel(model, BASE);
-    setup.optimizer.dispose();
-    model.dispose();
+    return { dir: BASE, reused: true, valLoss: NaN, steps: 0, seconds: 0 };
   }
-
-  // 2. Tasks (made by the server with the experiment's code), the learning-rate sweep, the runs.
-  const x = preset.experiment;
-  const tasks = await fetchJson<Task[]>(`data/tasks.json?preset=${preset.name}&seed=${seed}&scale=${scale}`);
-  const [definitions, arithmetic] = tasks;
-  const common = { base: BASE, batchSize: x.batchSize, period: x.period, seed };
-  // Per family, the experiment's sweep: its E+H+2L / r=8 / full configuration on the definitions dev split.
-  const sweep: SweepPoint[] = [];
-  for (const family of new Set(specs.map((s) => s.method))) {
-    const s = SPECS.find((c) => c.key === family)!;
-    for (const lr of x.lrs[family]) {
-      status(`learning-rate sweep: ${family}, lr ${lr}`);
-      const r = await runOne(gpu, {
-        ...common,
-        task: definitions,
-        split: "dev",
-        spec: s,
-        lr,
-        blockSize: x.tasks.definitions.blockSize,
-        steps: x.sweepSteps,
-      });
-      sweep.push({ family, lr, devLoss: r.evalLoss });
-    }
-  }
-  // Families not chosen keep the sweep's first rate (pickLearningRates needs all three).
-  for (const f of ["full", "lora", "lisa"] as const) {
-    if (!sweep.some((p) => p.family === f)) sweep.push({ family: f, lr: x.lrs[f][0], devLoss: 0 });
-  }
-  const lrs = pickLearningRates(sweep);
-  const results: PageResults = {
-    preset: preset.name,
-    scale,
-    seed,
-    adapter: gpu.info.description,
-    kernels: gpu.kernels,
-    base: { steps: baseLosses.length, losses: baseLosses, source },
-    lrSweep: sweep,
-    lrs,
-    methods: {},
+  status("fetching the Brown corpus…");
+  const docs = await fetchJson<string[]>("data/brown.json");
+  const tokens = encodeDocuments(tokenizerFor(preset.model.vocabSize), docs);
+  const setup = pretrainSetup(gpu, preset, tokens, seed, preset.steps);
+  const model = createModel(gpu, preset.model, { seed });
+  const losses: number[] = [];
+  await train({
+    model,
+    method: new FullMethod(model),
+    optimizer: setup.optimizer,
+    nextBatch: () => setup.batcher.next(),
+    schedule: setup.schedule,
+    steps: preset.steps,
+    maxGradNorm: 1,
+    onStep: (r) => {
+      losses.push(r.loss);
+      status(`pretraining the base model: step ${r.step + 1}/${preset.steps}, loss ${r.loss.toFixed(3)}`);
+      $("pretrain-chart").innerHTML = lineChart("Pretraining loss (Brown corpus)", "step", "loss", [
+        { name: "base", y: losses },
+      ]);
+    },
+  });
+  status("evaluating the base model…");
+  const { loss: valLoss } = await evaluate(model, setup.evalBatches);
+  await saveModel(model, BASE);
+  setup.optimizer.dispose();
+  model.dispose();
+  return {
+    dir: BASE,
+    reused: false,
+    valLoss,
+    steps: losses.length,
+    seconds: (performance.now() - t0) / 1000,
   };
-  for (const s of specs) {
-    const byTask = {} as { definitions: RunResult; arithmetic: RunResult };
-    for (const task of [definitions, arithmetic]) {
-      const series: LiveRun = { loss: [], total: [], optimizer: [], switches: [] };
-      live[task.name as "definitions" | "arithmetic"].set(s.label, series);
-      let last = "";
-      const onStep = (
-        r: { loss: number; memory: CategoryBytes; peakTotal: number; activeLayers: number[] },
-      ) => {
-        series.loss.push(r.loss);
-        series.total.push(r.peakTotal / MiB);
-        series.optimizer.push(r.memory.optimizer / MiB);
-        const layers = r.activeLayers.join(",");
-        if (s.method === "lisa" && layers !== last) series.switches.push(series.loss.length - 1);
+}
+
+/** Runs the comparison; returns the record (its files are in OUT) and the kept models' keys. */
+async function run(gpu: Gpu, host: FileHost): Promise<{ record: ExperimentRecord; models: string[] }> {
+  const form = new FormData($("form") as HTMLFormElement);
+  // ?scale=F shrinks the run as `deno task experiment --scale F` does (the browser test uses it).
+  const scale = Number(new URLSearchParams(location.search).get("scale") ?? "1");
+  const preset: Preset = scalePreset(PRESETS[String(form.get("preset"))], scale);
+  const seed = Number(($("seed") as HTMLInputElement).value) | 0;
+  live.definitions.clear();
+  live.arithmetic.clear();
+  const t0 = performance.now();
+  const base = await makeBase(gpu, host, preset, seed);
+
+  const tasks = await fetchJson<Task[]>(`data/tasks.json?preset=${preset.name}&seed=${seed}&scale=${scale}`);
+  const total = comparisonRunCount(preset);
+  let count = 0;
+  const models: string[] = [];
+  const done: Record<string, RunResult> = {};
+  const runOnPage = async (r: RunSpec, what: string): Promise<RunResult> => {
+    count++;
+    status(`run ${count} of ${total}: ${what}`);
+    const main = r.split === "test" && r.seed === seed && !r.state;
+    const series: LiveRun = { loss: [], total: [], optimizer: [], switches: [] };
+    if (main) live[r.task.name as "definitions" | "arithmetic"].set(r.spec.label, series);
+    let last = "";
+    const result = await runOne(gpu, {
+      ...r,
+      onStep: (s) => {
+        if (!main) return;
+        series.loss.push(s.loss);
+        series.total.push(s.peakTotal / MiB);
+        series.optimizer.push(s.memory.optimizer / MiB);
+        const layers = s.activeLayers.join(",");
+        if (r.spec.method === "lisa" && layers !== last) series.switches.push(series.loss.length - 1);
         last = layers;
         draw();
-      };
-      status(`fine-tuning: ${s.label} on ${task.name}`);
-      const spec: RunSpec = {
-        ...common,
-        task,
-        split: "test",
-        spec: s,
-        lr: lrs[s.method],
-        blockSize: x.tasks[task.name as "definitions" | "arithmetic"].blockSize,
-        steps: x.tasks[task.name as "definitions" | "arithmetic"].steps,
-        accuracy: task.exactMatch,
-        onStep,
-      };
-      byTask[task.name as "definitions" | "arithmetic"] = await runOne(gpu, spec);
-    }
-    results.methods[s.key] = byTask;
-    $("table").innerHTML = table(results);
-  }
-  return results;
+      },
+      // The definitions task's fine-tuned models (first seed) are kept for download: full and LISA
+      // E+H+2L as model folders, LoRA r=8 as its PEFT adapter.
+      afterRun: async (model, method) => {
+        if (!main || r.task.name !== "definitions" || !["full", "lora", "lisa"].includes(r.spec.key)) return;
+        const dir = `${OUT}/models/${r.spec.key}`;
+        if (method instanceof LoraMethod) await method.exportPeft(dir, "base");
+        else await saveModel(model, dir);
+        models.push(r.spec.key);
+      },
+    });
+    done[runId(r)] = result;
+    return result;
+  };
+  const where = `${gpu.info.description} (${gpu.kernels} kernels)`;
+  const comparison = await runComparison({
+    gpu,
+    preset,
+    seed,
+    baseDir: BASE,
+    tasks,
+    run: runOnPage,
+    log: () => {},
+    where,
+  });
+  const config = { preset: preset.name, scale, model: preset.model, seed, ...preset.experiment };
+  const record: ExperimentRecord = {
+    command: `deno task web: preset ${preset.name}, seed ${seed}${scale === 1 ? "" : `, ?scale=${scale}`}`,
+    configHash: await hashOf(config),
+    config,
+    env: {
+      adapter: gpu.info.description,
+      backend: gpu.info.backend,
+      kernels: gpu.kernels,
+      deno: `none (browser: ${navigator.userAgent})`,
+      os: navigator.platform,
+      commit: "unknown",
+      dirty: false,
+    },
+    base,
+    ...comparison,
+    seconds: (performance.now() - t0) / 1000,
+  };
+  await writeReport(OUT, record, done);
+  return { record, models };
 }
 
 async function main(): Promise<void> {
@@ -279,10 +281,10 @@ async function main(): Promise<void> {
     gpu = await requestGpu();
   } catch (e) {
     $("adapter").innerHTML =
-      `<strong>No WebGPU here</strong> (${(e as Error).message}). WebGPU is on by default in ` +
-      "Chrome and Edge 113+ (Windows, macOS, ChromeOS) and Chrome 121+ on Android; on Linux start Chrome or Chromium " +
-      "with <code>--enable-unsafe-webgpu --enable-features=Vulkan</code> (no GPU: add <code>--enable-unsafe-swiftshader</code>); " +
-      "Firefox 141+ on Windows, and Safari 26+.";
+      `<strong>No WebGPU here</strong> (${(e as Error).message}). WebGPU is on by default ` +
+      "in Chrome and Edge 113+ (Windows, macOS, ChromeOS) and Chrome 121+ on Android; on Linux start Chrome or " +
+      "Chromium with <code>--enable-unsafe-webgpu --enable-features=Vulkan</code> (no GPU: add " +
+      "<code>--enable-unsafe-swiftshader</code>); Firefox 141+ on Windows, and Safari 26+.";
     document.body.dataset.state = "no-webgpu";
     return;
   }
@@ -300,12 +302,26 @@ async function main(): Promise<void> {
     ev.preventDefault();
     button.disabled = true;
     $("error").textContent = "";
+    $("downloads").textContent = "";
+    $("table").textContent = "";
     document.body.dataset.state = "running";
-    const t0 = performance.now();
+    const host = memoryHost();
+    setHost(host);
     try {
-      const r = await run(gpu);
-      offer("results.json", JSON.stringify(r, null, 1) + "\n", "application/json");
-      status(`done in ${((performance.now() - t0) / 1000).toFixed(0)} s`);
+      const { record, models } = await run(gpu, host);
+      $("table").innerHTML = table(record);
+      if (record.skew.full) {
+        $("skew-chart").innerHTML = new TextDecoder().decode(
+          await host.readFile(`${OUT}/weight_norm_skew.svg`),
+        );
+      }
+      for (const e of await host.readDir(OUT)) if (e.isFile) await offer(host, `${OUT}/${e.name}`, e.name);
+      for (const key of models) {
+        for (const e of await host.readDir(`${OUT}/models/${key}`)) {
+          await offer(host, `${OUT}/models/${key}/${e.name}`, `${key}/${e.name}`);
+        }
+      }
+      status(`done in ${record.seconds.toFixed(0)} s`);
       document.body.dataset.state = "done";
     } catch (e) {
       $("error").textContent = `Stopped: ${(e as Error).message}`;

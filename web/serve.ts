@@ -28,7 +28,8 @@ export async function build(log: (m: string) => void = () => {}): Promise<void> 
   const web = new URL("./", import.meta.url).pathname;
   await Deno.mkdir(`${DIST}data`, { recursive: true });
   const t0 = performance.now();
-  const out = await new Deno.Command(Deno.execPath(), {
+  // "deno" as PATH has it (what the tasks allow to run), not Deno.execPath().
+  const out = await new Deno.Command("deno", {
     args: ["bundle", "--quiet", "--platform", "browser", "--output", `${DIST}app.js`, `${web}app.ts`],
     stdout: "piped",
     stderr: "piped",
