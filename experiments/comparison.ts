@@ -66,12 +66,20 @@ export function runId(r: RunSpec): string {
   return parts.join(" | ");
 }
 
+/**
+ * The configurations a comparison runs: those the claims compare ({@link SEEDED_KEYS}) always, the
+ * others when `extra` names them (default: all).
+ */
+export function comparisonSpecs(nLayer: number, extra?: readonly string[]): MethodSpec[] {
+  return methodSpecs(nLayer).filter((s) => SEEDED_KEYS.includes(s.key) || !extra || extra.includes(s.key));
+}
+
 /** Fine-tuning runs of a comparison of `p` without --verify and --ablations: the sweep, the main runs, the policies. */
-export function comparisonRunCount(p: Preset): number {
+export function comparisonRunCount(p: Preset, extra?: readonly string[]): number {
   const x = p.experiment;
   const seedsOf = (s: MethodSpec) => (SEEDED_KEYS.includes(s.key) ? x.seeds : 1);
   return (["full", "lora", "lisa"] as const).reduce((n, f) => n + x.lrs[f].length, 0) +
-    methodSpecs(p.model.nLayer).reduce((n, s) => n + seedsOf(s) * 2, 0) + 2;
+    comparisonSpecs(p.model.nLayer, extra).reduce((n, s) => n + seedsOf(s) * 2, 0) + 2;
 }
 
 /** What {@link runComparison} needs. */
@@ -93,6 +101,8 @@ export interface ComparisonContext {
   where: string;
   verify?: boolean;
   ablations?: boolean;
+  /** The configurations to run beyond full, LoRA r=8 and LISA E+H+2L (default: all). */
+  extra?: readonly string[];
 }
 
 /** What a comparison measured: every part of results.json but the run's own description. */
@@ -110,7 +120,7 @@ export async function runComparison(c: ComparisonContext): Promise<ComparisonRec
   // 3. Methods.
   const [definitions, arithmetic] = tasks;
   const settingsOf = (t: Task) => x.tasks[t.name as TaskName];
-  const specs = methodSpecs(p.model.nLayer);
+  const specs = comparisonSpecs(p.model.nLayer, c.extra);
   const spec = (key: string) => specs.find((s) => s.key === key)!;
   const seeds = Array.from({ length: x.seeds }, (_, i) => seed + i);
   const seedsOf = (s: MethodSpec) => (SEEDED_KEYS.includes(s.key) ? seeds : [seed]);

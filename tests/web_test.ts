@@ -1,14 +1,17 @@
 /**
  * The web page in a real browser: `deno task web`'s build served here, opened in headless Chromium
  * (SwiftShader's WebGPU, no GPU needed) through puppeteer-core. Runs the tiny comparison (reduced with
- * ?scale=0.25, as `deno task experiment --scale 0.25` reduces it) and checks what the page shows and
- * offers; then that a malformed model file gives a message on the page, not a dead page. Ignored
+ * ?scale=0.25, as `deno task experiment --scale 0.25` reduces it), checks what the page shows and
+ * offers, and compares its numbers with the same comparison run here in Deno; then that a malformed
+ * model file gives a message on the page, not a dead page. Ignored
  * where /usr/bin/chromium is missing (.ci/setup installs it).
  */
 import { deepEqual, equal, ok } from "node:assert/strict";
 import puppeteer, { type Page } from "puppeteer-core";
 import { configToHF } from "../core/io/hf.ts";
 import { build, serve } from "../web/serve.ts";
+import { experiment } from "../experiments/main.ts";
+import { testGpu } from "./helpers.ts";
 
 // What the page's own functions (run in the browser by page.evaluate) touch of the DOM; declared here
 // because the DOM's types would change the whole test program's (the tests type-check together).
@@ -67,7 +70,7 @@ const state = (page: Page) => page.evaluate(() => document.body.dataset.state);
 
 Deno.test({
   name:
-    "the page runs the tiny comparison in headless Chromium: three methods, finite losses, LISA's optimizer state below full's",
+    "the page runs the tiny comparison in headless Chromium: every method, finite losses, LISA's optimizer state below full's, the CLI's results.json and report, Deno's test losses",
   ignore: !hasChromium,
   sanitizeOps: false,
   sanitizeResources: false,
@@ -97,6 +100,7 @@ Deno.test({
           "loss-arithmetic",
           "memory-chart",
           "optimizer-chart",
+          "category-chart",
         ]
       ) {
         ok(await page.$eval(`#${id}`, (e) => e.innerHTML.includes("<svg")), `${id} has a chart`);

@@ -22,7 +22,7 @@ import { type Preset, PRESETS, scalePreset } from "../experiments/presets.ts";
 import { pretrainSetup } from "../experiments/pretrain_setup.ts";
 import { type ExperimentRecord, writeReport } from "../experiments/report.ts";
 import { runOne, type RunResult, type RunSpec } from "../experiments/runner.ts";
-import { lineChart, type Series } from "../experiments/svg.ts";
+import { lineChart, type Series, stackedBars } from "../experiments/svg.ts";
 import type { Task } from "../experiments/tasks.ts";
 
 const BASE = "/base";
@@ -157,8 +157,10 @@ async function makeBase(
     model.dispose();
     return { dir: BASE, reused: true, valLoss: NaN, steps: 0, seconds: 0 };
   }
-  status("fetching the Brown corpus…");
-  const docs = await fetchJson<string[]>("data/brown.json");
+  // The corpus: a text file the user picks, else the Brown corpus (as `deno task pretrain`).
+  const textFile = ($("data-file") as HTMLInputElement).files?.[0];
+  status(textFile ? `reading ${textFile.name}…` : "fetching the Brown corpus…");
+  const docs = textFile ? [await textFile.text()] : await fetchJson<string[]>("data/brown.json");
   const tokens = encodeDocuments(tokenizerFor(preset.model.vocabSize), docs);
   const setup = pretrainSetup(gpu, preset, tokens, seed, preset.steps);
   const model = createModel(gpu, preset.model, { seed });
@@ -174,9 +176,14 @@ async function makeBase(
     onStep: (r) => {
       losses.push(r.loss);
       status(`pretraining the base model: step ${r.step + 1}/${preset.steps}, loss ${r.loss.toFixed(3)}`);
-      $("pretrain-chart").innerHTML = lineChart("Pretraining loss (Brown corpus)", "step", "loss", [
-        { name: "base", y: losses },
-      ]);
+      $("pretrain-chart").innerHTML = lineChart(
+        `Pretraining loss (${textFile?.name ?? "Brown corpus"})`,
+        "step",
+        "loss",
+        [
+          { name: "base", y: losses },
+        ],
+      );
     },
   });
   status("evaluating the base model…");
@@ -200,13 +207,14 @@ async function run(gpu: Gpu, host: FileHost): Promise<{ record: ExperimentRecord
   const scale = Number(new URLSearchParams(location.search).get("scale") ?? "1");
   const preset: Preset = scalePreset(PRESETS[String(form.get("preset"))], scale);
   const seed = Number(($("seed") as HTMLInputElement).value) | 0;
+  const extra = form.getAll("method").map(String);
   live.definitions.clear();
   live.arithmetic.clear();
   const t0 = performance.now();
   const base = await makeBase(gpu, host, preset, seed);
 
   const tasks = await fetchJson<Task[]>(`data/tasks.json?preset=${preset.name}&seed=${seed}&scale=${scale}`);
-  const total = comparisonRunCount(preset);
+  const total = comparisonRunCount(preset, extra);
   let count = 0;
   const models: string[] = [];
   const done: Record<string, RunResult> = {};
@@ -217,6 +225,9 @@ async function run(gpu: Gpu, host: FileHost): Promise<{ record: ExperimentRecord
     const series: LiveRun = { loss: [], total: [], optimizer: [], switches: [] };
     if (main) live[r.task.name as "definitions" | "arithmetic"].set(r.spec.label, series);
     let last = "";
+    // This run's memory by category per step, a stacked bar each (labelled with LISA's active blocks).
+    const byCategory = CATEGORIES.map((c) => ({ name: c, y: [] as number[] }));
+    const stepLabels: string[] = [];
     const result = await runOne(gpu, {
       ...r,
       onStep: (s) => {
@@ -227,6 +238,15 @@ async function run(gpu: Gpu, host: FileHost): Promise<{ record: ExperimentRecord
         const layers = s.activeLayers.join(",");
         if (r.spec.method === "lisa" && layers !== last) series.switches.push(series.loss.length - 1);
         last = layers;
+        CATEGORIES.forEach((c, i) => byCategory[i].y.push(s.memory[c] / MiB));
+        stepLabels.push(r.spec.method === "lisa" ? `${s.step} [${layers}]` : `${s.step}`);
+        $("category-chart").innerHTML = stackedBars(
+          `Memory by category per step: ${r.spec.label}, ${r.task.name}` +
+            (r.spec.method === "lisa" ? " (active blocks in brackets)" : ""),
+          "MiB",
+          stepLabels,
+          byCategory,
+        );
         draw();
       },
       // The definitions task's fine-tuned models (first seed) are kept for download: full and LISA
@@ -252,8 +272,18 @@ async function run(gpu: Gpu, host: FileHost): Promise<{ record: ExperimentRecord
     run: runOnPage,
     log: () => {},
     where,
+    extra,
   });
-  const config = { preset: preset.name, scale, model: preset.model, seed, ...preset.experiment };
+  // The CLI's config (and hash); a subset of the extra configurations is recorded in it.
+  const subset = ["lora_r32", "lisa_1l", "lisa_4l"].some((k) => !extra.includes(k));
+  const config = {
+    preset: preset.name,
+    scale,
+    model: preset.model,
+    seed,
+    ...preset.experiment,
+    ...(subset ? { extraMethods: extra } : {}),
+  };
   const record: ExperimentRecord = {
     command: `deno task web: preset ${preset.name}, seed ${seed}${scale === 1 ? "" : `, ?scale=${scale}`}`,
     configHash: await hashOf(config),
