@@ -131,6 +131,32 @@ Deno.test({
       ok(
         (await download("download-report-md")).startsWith("# LISA vs LoRA vs full fine-tuning — tiny preset"),
       );
+      // The same comparison in Deno (this adapter, the same kernel family): the same configuration and
+      // runs, test losses within 0.5% (measured between SwiftShader and lavapipe on the whole tiny
+      // comparison: at most 0.095%), the same accuracies.
+      const out = await Deno.makeTempDir({ prefix: "lisa-web-deno-" });
+      const { record } = await experiment({
+        preset: "tiny",
+        scale: 0.25,
+        out,
+        fresh: true,
+        quiet: true,
+        gpu: await testGpu(),
+        command: "test",
+      });
+      await Deno.remove(out, { recursive: true });
+      equal(r.config.configHash, record.configHash);
+      equal(r.env.kernels, record.env.kernels, "the same kernel family");
+      for (const [key, m] of Object.entries(record.runs)) {
+        for (const task of ["definitions", "arithmetic"] as const) {
+          const page = r.methods[key].tasks[task], deno = m[task];
+          ok(
+            Math.abs(page.evalLoss - deno.evalLoss) <= 5e-3 * deno.evalLoss,
+            `${key} ${task}: page ${page.evalLoss}, Deno ${deno.evalLoss}`,
+          );
+          equal(page.accuracy, deno.accuracy, `${key} ${task} accuracy`);
+        }
+      }
       for (
         const id of [
           "download-full-model-safetensors",
