@@ -189,6 +189,7 @@ export {
 export {
   CheckpointError,
   type CheckpointTensors,
+  checkWeightEntry,
   configFromHF,
   configToHF,
   downloadParameters,
@@ -198,7 +199,9 @@ export {
   readCheckpointTensors,
   readConfigJson,
   readTokenizer,
+  refuseUnexpected,
   saveGPT2,
+  uploadWeights,
   writeSafetensorsLayout,
 } from "./core/io/hf.ts";
 export {

@@ -136,15 +136,76 @@ const sameShape = (a: readonly number[], b: readonly number[]) =>
   a.length === b.length && a.every((d, i) => d === b[i]);
 
 /**
+ * Throws a CheckpointError naming `key` unless its entry in `st` has `shape` (`why` ends that
+ * message) and a float dtype. Every loader checks its tensors with this before allocating.
+ */
+export function checkWeightEntry(
+  st: CheckpointTensors,
+  where: string,
+  key: string,
+  shape: readonly number[],
+  why: string,
+): void {
+  const e = st.entries.get(key)!;
+  if (!sameShape(e.shape, shape)) {
+    throw new CheckpointError(`${where}: ${label(key)} has shape [${e.shape}], expected [${shape}] ${why}`);
+  }
+  if (!FLOAT_DTYPES.has(e.dtype)) {
+    throw new CheckpointError(`${where}: ${label(key)} is ${e.dtype}; weights are F32, F16, BF16 or F64`);
+  }
+}
+
+/** Throws a CheckpointError listing (up to five of) `keys` when there are any: tensors no parameter takes. */
+export function refuseUnexpected(where: string, keys: readonly string[]): void {
+  if (keys.length === 0) return;
+  throw new CheckpointError(
+    `${where}: unexpected tensors ${
+      keys.slice(0, 5).map((k) => label(k)).join(", ")
+    } (not in the model config.json describes)`,
+  );
+}
+
+/**
+ * Uploads every one of `params` from `st` (the tensor `keyOf(name)`), refusing non-finite values,
+ * after checking that `params` is `layout` name for name and shape (`outOfStep` is the internal
+ * error otherwise). Returns the values uploaded for `keep` (a tied head's embedding), else null.
+ */
+export function uploadWeights(
+  params: [string, Tensor][],
+  layout: [string, number[]][],
+  st: CheckpointTensors,
+  where: string,
+  keyOf: (name: string) => string,
+  outOfStep: string,
+  keep?: string,
+): Float32Array | null {
+  if (
+    params.length !== layout.length ||
+    params.some(([n, t], i) => n !== layout[i][0] || !sameShape(t.shape, layout[i][1]))
+  ) {
+    throw new Error(outOfStep);
+  }
+  let kept: Float32Array | null = null;
+  for (const [name, t] of params) {
+    const data = finite(st.getF32(keyOf(name)), where, keyOf(name));
+    t.upload(data);
+    if (name === keep) kept = data;
+  }
+  return kept;
+}
+
+/**
  * Loads a GPT-2 directory (`model.safetensors`, or shards with their index); returns the model, the
- * key style its checkpoint used and whether it was sharded.
+ * key style its checkpoint used and whether it was sharded. `configJson`: the folder's config.json
+ * when the caller has parsed it already.
  */
 export async function loadGPT2(
   gpu: Gpu,
   dir: string,
+  configJson?: unknown,
 ): Promise<{ model: GPT; keyStyle: KeyStyle; sharded: boolean }> {
   const cfgPath = `${dir}/config.json`;
-  const raw = await readConfigJson(dir);
+  const raw = configJson ?? await readConfigJson(dir);
   const config = configFromHF(raw, cfgPath);
   const { tensors: st, sharded, where: stPath } = await readCheckpointTensors(dir);
   const names = st.names();
@@ -172,50 +233,28 @@ export async function loadGPT2(
   }
   const layout = gpt2Layout(config);
   const wanted = new Map(layout);
-  const checkEntry = (key: string, shape: readonly number[], why: string) => {
-    const e = st.entries.get(key)!;
-    if (!sameShape(e.shape, shape)) {
-      throw new CheckpointError(
-        `${stPath}: ${label(key)} has shape [${e.shape}], expected [${shape}] ${why}`,
-      );
-    }
-    if (!FLOAT_DTYPES.has(e.dtype)) {
-      throw new CheckpointError(`${stPath}: ${label(key)} is ${e.dtype}; weights are F32, F16, BF16 or F64`);
-    }
-  };
   for (const [name, shape] of layout) {
     const key = keyOf.get(name);
     if (!key) throw new CheckpointError(`${stPath}: missing tensor ${prefix}${name}`);
-    checkEntry(key, shape, "for this config.json");
+    checkWeightEntry(st, stPath, key, shape, "for this config.json");
   }
   const head = keyOf.get("lm_head.weight");
-  if (head) checkEntry(head, wanted.get("wte.weight")!, "(the tied head is wte.weight)");
-  const unused = [...keyOf].filter(([n]) => !wanted.has(n) && n !== "lm_head.weight").map(([, k]) =>
-    label(k)
+  if (head) checkWeightEntry(st, stPath, head, wanted.get("wte.weight")!, "(the tied head is wte.weight)");
+  refuseUnexpected(
+    stPath,
+    [...keyOf].filter(([n]) => !wanted.has(n) && n !== "lm_head.weight").map(([, k]) => k),
   );
-  if (unused.length) {
-    throw new CheckpointError(
-      `${stPath}: unexpected tensors ${
-        unused.slice(0, 5).join(", ")
-      } (not in the model config.json describes)`,
-    );
-  }
   const model = new GPT(gpu, config, { init: false });
   try {
-    const params = model.namedParameters();
-    if (
-      params.length !== layout.length ||
-      params.some(([n, t], i) => n !== layout[i][0] || !sameShape(t.shape, layout[i][1]))
-    ) {
-      throw new Error("hf.ts: gpt2Layout is out of step with GPT.namedParameters()");
-    }
-    let wte: Float32Array | null = null; // kept only for the tied-head check
-    for (const [name, t] of params) {
-      const key = keyOf.get(name)!;
-      const data = finite(st.getF32(key), stPath, key);
-      t.upload(data);
-      if (head && name === "wte.weight") wte = data;
-    }
+    const wte = uploadWeights(
+      model.namedParameters(),
+      layout,
+      st,
+      stPath,
+      (name) => keyOf.get(name)!,
+      "hf.ts: gpt2Layout is out of step with GPT.namedParameters()",
+      head ? "wte.weight" : undefined, // kept only for the tied-head check
+    );
     if (head) {
       const lm = st.getF32(head);
       if (lm.some((x, i) => x !== wte![i])) {

@@ -10,20 +10,21 @@ import { Llama } from "../nn/llama.ts";
 import { type LlamaConfig, llamaConfigFromHF, llamaConfigToHF } from "../nn/llama_config.ts";
 import {
   CheckpointError,
+  checkWeightEntry,
   downloadParameters,
-  finite,
   readCheckpointTensors,
   readConfigJson,
+  refuseUnexpected,
+  uploadWeights,
   writeSafetensorsLayout,
 } from "./hf.ts";
-import { type F32Tensor, label, type WriteDType, writeFileAtomic } from "./safetensors.ts";
+import { type F32Tensor, type WriteDType, writeFileAtomic } from "./safetensors.ts";
 import { encodeShardedSafetensors, type ShardEntry } from "./shards.ts";
 
 /** transformers' default `max_shard_size` ("5GB"). */
 export const DEFAULT_SHARD_BYTES = 5_000_000_000;
 
 const IGNORED = /\.rotary_emb\.inv_freq$/;
-const FLOAT_DTYPES = new Set(["F32", "F16", "BF16", "F64"]);
 
 /** LLaMA's parameters for `c`, by checkpoint name and shape, in `Llama.namedParameters()` order. */
 export function llamaLayout(c: LlamaConfig): [string, number[]][] {
@@ -58,12 +59,16 @@ export interface LlamaSource {
   shardBytes: number;
 }
 
-const sameShape = (a: readonly number[], b: readonly number[]) =>
-  a.length === b.length && a.every((d, i) => d === b[i]);
-
-/** Loads a LLaMA or Mistral directory. */
-export async function loadLlama(gpu: Gpu, dir: string): Promise<{ model: Llama; source: LlamaSource }> {
-  const raw = await readConfigJson(dir);
+/**
+ * Loads a LLaMA or Mistral directory. `configJson`: the folder's config.json when the caller has
+ * parsed it already.
+ */
+export async function loadLlama(
+  gpu: Gpu,
+  dir: string,
+  configJson?: unknown,
+): Promise<{ model: Llama; source: LlamaSource }> {
+  const raw = configJson ?? await readConfigJson(dir);
   const config = llamaConfigFromHF(raw, `${dir}/config.json`);
   const { tensors: st, sharded, where } = await readCheckpointTensors(dir);
   const names = st.names().filter((n) => !IGNORED.test(n));
@@ -80,47 +85,36 @@ export async function loadLlama(gpu: Gpu, dir: string): Promise<{ model: Llama; 
   }
   const layout = llamaLayout(config);
   const wanted = new Map(layout);
-  const check = (key: string, shape: readonly number[], why: string) => {
-    const e = st.entries.get(key)!;
-    if (!sameShape(e.shape, shape)) {
-      throw new CheckpointError(`${where}: ${label(key)} has shape [${e.shape}], expected [${shape}] ${why}`);
-    }
-    if (!FLOAT_DTYPES.has(e.dtype)) {
-      throw new CheckpointError(`${where}: ${label(key)} is ${e.dtype}; weights are F32, F16, BF16 or F64`);
-    }
-  };
   for (const [name, shape] of layout) {
     if (!have.has(name)) {
       const why = name === "lm_head.weight" ? " (config.json says tie_word_embeddings false)" : "";
       throw new CheckpointError(`${where}: missing tensor ${name}${why}`);
     }
-    check(name, shape, "for this config.json");
+    checkWeightEntry(st, where, name, shape, "for this config.json");
   }
   // A tied checkpoint may still carry the head; it must then be the embedding.
   const tiedHead = config.tiedHead && have.has("lm_head.weight");
-  if (tiedHead) check("lm_head.weight", wanted.get("model.embed_tokens.weight")!, "(the tied head)");
-  const unused = names.filter((n) => !wanted.has(n) && !(tiedHead && n === "lm_head.weight"));
-  if (unused.length) {
-    throw new CheckpointError(
-      `${where}: unexpected tensors ${unused.slice(0, 5).map((n) => label(n)).join(", ")} ` +
-        `(not in the model config.json describes)`,
+  if (tiedHead) {
+    checkWeightEntry(
+      st,
+      where,
+      "lm_head.weight",
+      wanted.get("model.embed_tokens.weight")!,
+      "(the tied head)",
     );
   }
+  refuseUnexpected(where, names.filter((n) => !wanted.has(n) && !(tiedHead && n === "lm_head.weight")));
   const model = new Llama(gpu, config, { init: false });
   try {
-    const params = model.namedParameters();
-    if (
-      params.length !== layout.length ||
-      params.some(([n, t], i) => n !== layout[i][0] || !sameShape(t.shape, layout[i][1]))
-    ) {
-      throw new Error("io/llama.ts: llamaLayout is out of step with Llama.namedParameters()");
-    }
-    let embed: Float32Array | null = null;
-    for (const [name, t] of params) {
-      const data = finite(st.getF32(name), where, name);
-      t.upload(data);
-      if (tiedHead && name === "model.embed_tokens.weight") embed = data;
-    }
+    const embed = uploadWeights(
+      model.namedParameters(),
+      layout,
+      st,
+      where,
+      (name) => name,
+      "io/llama.ts: llamaLayout is out of step with Llama.namedParameters()",
+      tiedHead ? "model.embed_tokens.weight" : undefined,
+    );
     if (tiedHead) {
       const head = st.getF32("lm_head.weight");
       if (head.some((x, i) => x !== embed![i])) {

@@ -32,12 +32,13 @@ export interface LoadedModel {
  * type is an error naming the supported ones.
  */
 export async function loadModel(gpu: Gpu, dir: string): Promise<LoadedModel> {
-  const type: ModelType = modelTypeOf(await readConfigJson(dir), `${dir}/config.json`);
+  const raw = await readConfigJson(dir);
+  const type: ModelType = modelTypeOf(raw, `${dir}/config.json`);
   if (type === "gpt2") {
-    const { model, keyStyle, sharded } = await loadGPT2(gpu, dir);
+    const { model, keyStyle, sharded } = await loadGPT2(gpu, dir, raw);
     return { model, source: { modelType: "gpt2", keyStyle, sharded } };
   }
-  const { model, source } = await loadLlama(gpu, dir);
+  const { model, source } = await loadLlama(gpu, dir, raw);
   return { model, source: { modelType: type, ...source } };
 }
 
