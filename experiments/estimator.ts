@@ -45,9 +45,13 @@ export interface Architecture {
 
 /**
  * The architecture a Hugging Face config.json object describes (model_type gpt2, llama or mistral),
- * checked as loading the model would check it; `where` names the file in errors.
+ * checked as loading the model would check it, with `longest`, the longest sequence the model takes;
+ * `where` names the file in errors.
  */
-export function architectureFromConfig(raw: unknown, where = "config.json"): Architecture {
+export function architectureFromConfig(
+  raw: unknown,
+  where = "config.json",
+): Architecture & { longest: number } {
   if (modelTypeOf(raw, where) === "gpt2") {
     const c = configFromHF(raw, where);
     return {
@@ -58,6 +62,7 @@ export function architectureFromConfig(raw: unknown, where = "config.json"): Arc
       heads: c.nHead,
       ffn: 4 * c.nEmbd,
       positions: c.blockSize,
+      longest: c.blockSize,
     };
   }
   const c = llamaConfigFromHF(raw, where);
@@ -71,6 +76,7 @@ export function architectureFromConfig(raw: unknown, where = "config.json"): Arc
     ffn: c.nInner,
     positions: 0,
     tiedHead: c.tiedHead,
+    longest: c.blockSize,
   };
 }
 

@@ -10,8 +10,7 @@
  * `--model DIR` estimates the model a Hugging Face folder's config.json describes (either family).
  */
 import { CATEGORIES } from "../core/memory.ts";
-import { configFromHF, readConfigJson } from "../core/io/hf.ts";
-import { llamaConfigFromHF, modelTypeOf } from "../core/nn/llama_config.ts";
+import { readConfigJson } from "../core/io/hf.ts";
 import {
   type Architecture,
   architectureFromConfig,
@@ -56,12 +55,8 @@ const USAGE =
 async function architectureOf(name: string): Promise<[string, Architecture, number | null]> {
   if (Object.hasOwn(ARCHITECTURES, name)) return [name, ARCHITECTURES[name], null];
   if (!name.includes("/") && !name.startsWith(".")) flagChoice("model", name, Object.keys(ARCHITECTURES));
-  const where = `${name}/config.json`;
-  const raw = await readConfigJson(name);
-  const longest = modelTypeOf(raw, where) === "gpt2"
-    ? configFromHF(raw, where).blockSize
-    : llamaConfigFromHF(raw, where).blockSize;
-  return [name, architectureFromConfig(raw, where), longest];
+  const arch = architectureFromConfig(await readConfigJson(name), `${name}/config.json`);
+  return [name, arch, arch.longest];
 }
 
 async function main(): Promise<void> {

@@ -245,16 +245,9 @@ export class GPT extends CausalLM implements LanguageModel {
     const pos = fromArray(gpu, posHost, [b, t], { dtype: "u32", name: "positions" });
     const tok = this.wte.forward(ids, input.ids);
     const posEmb = this.wpe.forward(pos, posHost);
-    let x = add(tok, posEmb);
+    const x = add(tok, posEmb);
     for (const u of [ids, pos, tok, posEmb]) u.dispose();
-    for (const block of this.h) {
-      const next = block.forward(x);
-      x.dispose();
-      x = next;
-    }
-    const out = this.ln_f.forward(x);
-    x.dispose();
-    return out;
+    return this.throughBlocks(x, this.h, this.ln_f);
   }
 
   /** wte: the head is tied. */

@@ -302,16 +302,9 @@ export class Llama extends CausalLM implements LanguageModel {
     }
     checkIds("LLaMA", input, this.config.blockSize);
     const ids = fromArray(this.gpu, input.ids, [b, t], { dtype: "u32", name: "ids" });
-    let x = this.embed_tokens.forward(ids, input.ids);
+    const x = this.embed_tokens.forward(ids, input.ids);
     ids.dispose();
-    for (const layer of this.layers) {
-      const next = layer.forward(x);
-      x.dispose();
-      x = next;
-    }
-    const out = this.norm.forward(x);
-    x.dispose();
-    return out;
+    return this.throughBlocks(x, this.layers, this.norm);
   }
 
   /** Chooses the fused attention kernels (default) or the non-fused reference path in every layer. */

@@ -145,6 +145,22 @@ export abstract class CausalLM {
   /** The head's weight [V, C] (a tied head's is the embedding). */
   abstract headWeight(): Tensor;
 
+  /** The blocks in turn, then the final norm: the embeddings `x` (freed here) to the final hidden states. */
+  protected throughBlocks(
+    x: Tensor,
+    blocks: readonly { forward(x: Tensor): Tensor }[],
+    finalNorm: { forward(x: Tensor): Tensor },
+  ): Tensor {
+    for (const block of blocks) {
+      const next = block.forward(x);
+      x.dispose();
+      x = next;
+    }
+    const out = finalNorm.forward(x);
+    x.dispose();
+    return out;
+  }
+
   /** Number of parameters (a tied head counted once). */
   parameterCount(): number {
     return this.namedParameters().reduce((n, [, t]) => n + t.size, 0);
