@@ -139,7 +139,7 @@ export {
   prefix,
   residual,
 } from "./core/nn/model.ts";
-export { createModel, familyOf, type ModelSpec, positionsKey } from "./core/nn/families.ts";
+export { createModel, type ModelSpec, positionsKey } from "./core/nn/families.ts";
 export { Llama, LlamaAttention, LlamaDecoderLayer, LlamaMLP, validateLlamaConfig } from "./core/nn/llama.ts";
 export {
   Attention,

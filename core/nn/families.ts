@@ -22,11 +22,6 @@ export function createModel(gpu: Gpu, spec: ModelSpec, options: { seed?: number 
   return new GPT(gpu, config, options);
 }
 
-/** `spec`'s family. */
-export function familyOf(spec: ModelSpec): "gpt2" | "llama" {
-  return spec.family ?? "gpt2";
-}
-
 /**
  * The config.json key that sets `model`'s longest sequence, for error messages: `n_positions` (GPT-2),
  * `max_position_embeddings` (LLaMA), or `sliding_window` (a Mistral whose window is shorter: longer

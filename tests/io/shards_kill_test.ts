@@ -148,15 +148,6 @@ async function cleanSave(gpu: Gpu, dir: string, save: Save): Promise<string[]> {
   return (await listing(dir)).filter((f) => !own.includes(f));
 }
 
-/** Runs `tasks` at most `n` at a time; after all have ended, throws the first failure. */
-async function pool(n: number, tasks: (() => Promise<void>)[]): Promise<void> {
-  const queue = [...tasks];
-  const lanes = await Promise.allSettled(Array.from({ length: n }, async () => {
-    for (let t = queue.shift(); t; t = queue.shift()) await t();
-  }));
-  for (const lane of lanes) if (lane.status === "rejected") throw lane.reason;
-}
-
 gpuTest(
   "a save SIGKILLed before any one of its file operations leaves the old weights or the new, whole; the next save cleans up",
   async (gpu) => {
@@ -172,38 +163,35 @@ gpuTest(
       const failures: string[] = [];
       const summary: string[] = [];
       let kills = 0;
-      // One lane: the lanes share one Gpu, and a Gpu records one step at a time (two tasks reading back
-      // through it at once interleave their steps).
-      await pool(
-        1,
-        switches.map(([from, to], s) => async () => {
-          const what = `${layoutName(from)} → ${layoutName(to)}`;
-          const template = `${root}/from-${s}`;
-          deepEqual(await cleanSave(gpu, template, from), []);
-          const held = [0, 0];
-          for (let stopAt = 0;; stopAt++) {
-            const dir = `${root}/switch-${s}-${stopAt}`;
-            await Deno.mkdir(dir);
-            for (const f of await listing(template)) await Deno.copyFile(`${template}/${f}`, `${dir}/${f}`);
-            const op = await killBefore(dir, to, stopAt);
-            const when = op === null ? "not killed (it finished)" : `killed before ${op}`;
-            const state = await afterKill(gpu, dir, [from.version, to.version]);
-            if (state.ok) held[state.version === from.version ? 0 : 1]++;
-            else failures.push(`${what}, ${when}: ${state.text}`);
-            const left = await cleanSave(gpu, dir, to);
-            if (left.length) failures.push(`${what}, ${when}: the next save left ${left.join(", ")}`);
-            await Deno.remove(dir, { recursive: true });
-            if (op === null) {
-              // Fewer would mean the writers no longer reach the file system through Deno.*, where the
-              // child stops them, and nothing here was tested.
-              ok(stopAt >= 8, `${what}: the child stopped before only ${stopAt} file operations`);
-              break;
-            }
-            kills++;
+      // One switch at a time: they share one Gpu, and a Gpu records one step at a time (two tasks
+      // reading back through it at once interleave their steps).
+      for (const [s, [from, to]] of switches.entries()) {
+        const what = `${layoutName(from)} → ${layoutName(to)}`;
+        const template = `${root}/from-${s}`;
+        deepEqual(await cleanSave(gpu, template, from), []);
+        const held = [0, 0];
+        for (let stopAt = 0;; stopAt++) {
+          const dir = `${root}/switch-${s}-${stopAt}`;
+          await Deno.mkdir(dir);
+          for (const f of await listing(template)) await Deno.copyFile(`${template}/${f}`, `${dir}/${f}`);
+          const op = await killBefore(dir, to, stopAt);
+          const when = op === null ? "not killed (it finished)" : `killed before ${op}`;
+          const state = await afterKill(gpu, dir, [from.version, to.version]);
+          if (state.ok) held[state.version === from.version ? 0 : 1]++;
+          else failures.push(`${what}, ${when}: ${state.text}`);
+          const left = await cleanSave(gpu, dir, to);
+          if (left.length) failures.push(`${what}, ${when}: the next save left ${left.join(", ")}`);
+          await Deno.remove(dir, { recursive: true });
+          if (op === null) {
+            // Fewer would mean the writers no longer reach the file system through Deno.*, where the
+            // child stops them, and nothing here was tested.
+            ok(stopAt >= 8, `${what}: the child stopped before only ${stopAt} file operations`);
+            break;
           }
-          summary.push(`${what}: old weights ${held[0]}, new ${held[1]}`);
-        }),
-      );
+          kills++;
+        }
+        summary.push(`${what}: old weights ${held[0]}, new ${held[1]}`);
+      }
       console.log(`${kills} kills. ${summary.join("; ")}`);
       ok(failures.length === 0, `${failures.length} of ${kills} kills:\n${failures.join("\n")}`);
     } finally {
