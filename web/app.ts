@@ -24,6 +24,7 @@ import { type ExperimentRecord, writeReport } from "../experiments/report.ts";
 import { runOne, type RunResult, type RunSpec } from "../experiments/runner.ts";
 import { lineChart, type Series, stackedBars } from "../experiments/svg.ts";
 import type { Task } from "../experiments/tasks.ts";
+import { mimeType } from "./mime.ts";
 
 const BASE = "/base";
 const OUT = "/out";
@@ -106,13 +107,7 @@ function table(r: ExperimentRecord): string {
 
 /** A download link for the file at `path` in `host`. */
 async function offer(host: FileHost, path: string, name: string): Promise<void> {
-  const type = name.endsWith(".json")
-    ? "application/json"
-    : name.endsWith(".md")
-    ? "text/markdown"
-    : name.endsWith(".svg")
-    ? "image/svg+xml"
-    : "application/octet-stream";
+  const type = mimeType(name);
   const a = document.createElement("a");
   a.href = URL.createObjectURL(new Blob([(await host.readFile(path)).slice()], { type }));
   a.download = name.replaceAll("/", "-");

@@ -9,19 +9,10 @@ import { loadBrown } from "../core/data/corpora.ts";
 import { flagNumber, parseFlags, runCli } from "../experiments/flags.ts";
 import { PRESETS, scalePreset } from "../experiments/presets.ts";
 import { makeTasks, type Task } from "../experiments/tasks.ts";
+import { mimeType } from "./mime.ts";
 
 /** Where the page is built, relative to the project root. */
 export const DIST = new URL("./dist/", import.meta.url).pathname;
-
-const MIME: Record<string, string> = {
-  html: "text/html; charset=utf-8",
-  js: "text/javascript; charset=utf-8",
-  json: "application/json",
-  map: "application/json",
-  css: "text/css; charset=utf-8",
-  svg: "image/svg+xml",
-  png: "image/png",
-};
 
 /** Bundles the page and writes web/dist (index.html, app.js, data/brown.json). */
 export async function build(log: (m: string) => void = () => {}): Promise<void> {
@@ -77,8 +68,7 @@ export async function handle(req: Request): Promise<Response> {
   if (rel.split("/").includes("..")) return new Response("bad path", { status: 400 });
   try {
     const body = await Deno.readFile(`${DIST}${rel}`);
-    const type = MIME[rel.split(".").pop() ?? ""] ?? "application/octet-stream";
-    return new Response(body, { headers: { "content-type": type, "cache-control": "no-store" } });
+    return new Response(body, { headers: { "content-type": mimeType(rel), "cache-control": "no-store" } });
   } catch (e) {
     if (e instanceof Deno.errors.NotFound) return new Response("not found", { status: 404 });
     throw e;
